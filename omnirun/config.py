@@ -1,0 +1,265 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The raw Hydra/OmegaConf tree stops at the CLI: it is turned into a `RunConfig` once, validated once, and
+only these dataclasses (or narrower pieces of them) travel further down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from omnirun.errors import ConfigError
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Quantization(StrEnum):
+    auto = "auto"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class TaskName(StrEnum):
+    generate = "generate"
+    chat = "chat"
+    batch = "batch"
+    stream = "stream"
+
+
+class TemplateMode(StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    fail = "fail"
+
+
+MODEL_TYPES = ("causal-lm", "seq2seq")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2"
+    """A short name (`smollm2`, `gpt2`, `qwen`, `t5-small`, ...), a hub id, a local model folder or a `.gguf` file."""
+    model_type: str | None = None
+    """`causal-lm` or `seq2seq`; detected from the model config when null."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load."""
+    gguf_file: str | None = None
+    """Name of a `.gguf` file inside `name` (a hub repo or folder) to load from."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model. Off unless set explicitly."""
+    allow_pickle: bool = False
+    """Allow pickle-based `.bin` checkpoints. Off: only safetensors and GGUF weights load."""
+    attn_implementation: str | None = None
+    """`sdpa`, `eager`, `flash_attention_2`, ...; null keeps the Transformers default."""
+    low_cpu_mem_usage: bool = True
+    """Load weights without a second full copy in memory."""
+    cache_dir: str | None = None
+    """Where hub downloads go; null uses the Hugging Face default."""
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
+        if self.model_type is not None and self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)} or null, got {self.model_type!r}")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null, "
+                f"got {self.attn_implementation!r}"
+            )
+
+
+@dataclass
+class HardwareConfig:
+    device: Device = Device.auto
+    """Where to run; `auto` takes CUDA, then MPS, then the CPU."""
+    dtype: DType = DType.auto
+    """Weight/compute dtype; `auto` takes bf16 on GPUs that support it, else fp16, and fp32 on CPU."""
+    quantization: Quantization | None = None
+    """`int8` or `int4` (bitsandbytes); `auto` picks the lightest that fits free memory; null for none."""
+    device_map: Any = None
+    """Weight placement across devices: `auto`, `sequential`, `balanced`, or a dict of module -> device."""
+    max_memory: dict[str, str] | None = None
+    """Per-device memory caps for `device_map`, e.g. {0: 20GiB, cpu: 60GiB}."""
+    num_threads: int | None = None
+    """CPU threads for torch; null keeps torch's default (one per physical core)."""
+
+    def validate(self) -> None:
+        dm = self.device_map
+        if dm is not None and not isinstance(dm, dict) and dm not in DEVICE_MAP_STRATEGIES:
+            raise ConfigError(
+                f"hardware.device_map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, a dict or null, got {dm!r}"
+            )
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"hardware.num_threads must be >= 1 or null, got {self.num_threads}")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 100
+    """Most tokens to generate per prompt."""
+    min_new_tokens: int | None = None
+    """Fewest tokens to generate (end-of-sequence is suppressed until then)."""
+    temperature: float = 0.7
+    """Sampling temperature (0.0-2.0); higher is more random. Ignored when do_sample is false."""
+    top_p: float = 0.9
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p, in (0, 1]."""
+    top_k: int = 50
+    """Keep only the k most likely tokens; 0 disables it."""
+    repetition_penalty: float = 1.0
+    """Penalty for tokens already present (>1.0 repeats less)."""
+    do_sample: bool = True
+    """Sample (true) or decode greedily / by beam search (false)."""
+    num_beams: int = 1
+    """Beam search width; 1 means no beam search."""
+    early_stopping: bool = False
+    """Stop beam search as soon as num_beams finished candidates exist."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this size; 0 disables it."""
+    length_penalty: float = 1.0
+    """Exponent on the length in beam scores (>0 favours longer outputs)."""
+
+    def validate(self, prefix: str = "generation.") -> None:
+        """Raise ConfigError (a ValueError) naming the parameter and the value when one is out of range."""
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1", self.max_new_tokens),
+            (self.min_new_tokens is None or 0 <= self.min_new_tokens <= self.max_new_tokens,
+             "min_new_tokens", "must be between 0 and max_new_tokens", self.min_new_tokens),
+            (self.temperature >= 0.0, "temperature", "must be >= 0", self.temperature),
+            (0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p),
+            (self.top_k >= 0, "top_k", "must be >= 0", self.top_k),
+            (self.repetition_penalty > 0.0, "repetition_penalty", "must be > 0", self.repetition_penalty),
+            (self.num_beams >= 1, "num_beams", "must be >= 1", self.num_beams),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0", self.no_repeat_ngram_size),
+        ]
+        for ok, name, rule, value in checks:
+            if not ok:
+                raise ConfigError(f"{prefix}{name} {rule}, got {value!r}")
+        if self.do_sample and self.temperature == 0.0:
+            raise ConfigError(f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy")
+
+    def with_overrides(self, overrides: dict[str, Any], prefix: str = "generation.") -> GenerationConfig:
+        """A copy with some fields replaced (e.g. per-record overrides), validated."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown generation parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        new = dataclasses.replace(self, **overrides)
+        new.validate(prefix)
+        return new
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = TaskName.generate
+    """`generate`, `chat`, `batch` or `stream`."""
+    batch_size: Any = 1
+    """Prompts per `generate` call: a positive integer, or `auto` to take the hardware plan's."""
+    chat_template: TemplateMode = TemplateMode.auto
+    """Wrap plain prompts in the model's chat template: `auto` (when the tokenizer has one), `always`, `never`."""
+    system_prompt: str | None = None
+    """A system message put before every conversation (chat, or prompts wrapped in the chat template)."""
+    sort_by_length: bool = True
+    """Group prompts of similar length into the same batch (results are still written in input order)."""
+    progress: bool = True
+    """Show a progress bar with samples done, tokens/s and ETA."""
+
+    def validate(self) -> None:
+        bs = self.batch_size
+        if bs == "auto":
+            return
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ConfigError(f"task.batch_size must be a positive integer or 'auto', got {bs!r}")
+
+
+@dataclass
+class InputConfig:
+    path: str | None = None
+    """A JSONL file: one object a line with `prompt` or `messages`, optional `id` and generation overrides."""
+    dataset: str | None = None
+    """A dataset: a `save_to_disk` folder, a local data file/folder (parquet, json, csv), or a hub name."""
+    split: str = "train"
+    """Dataset split to read."""
+    field: str = "prompt"
+    """Dataset column holding the prompt."""
+    messages_field: str = "messages"
+    """Dataset column holding chat messages (used by the chat task when present)."""
+    id_field: str = "id"
+    """Column/key holding a record id; the row or line number when absent."""
+    template: str | None = None
+    """A prompt template filled from the record's columns, e.g. 'Question: {question}\\nAnswer:'."""
+    limit: int | None = None
+    """Read at most this many records."""
+    prompt: str | None = None
+    """A single prompt from the command line, used when no path or dataset is given."""
+    on_error: OnError = OnError.skip
+    """A bad record: `skip` writes an error line and goes on; `fail` stops before the model loads."""
+
+    def validate(self) -> None:
+        if self.path is not None and self.dataset is not None:
+            raise ConfigError("input.path and input.dataset are both set; choose one (set the other to null)")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"input.limit must be >= 1 or null, got {self.limit}")
+
+
+@dataclass
+class OutputConfig:
+    root: str = "outputs"
+    """Where run directories go: <root>/<task>/<model>/<timestamp>/."""
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    """Seed for every random generator (sampling is reproducible with a fixed seed)."""
+    debug: bool = False
+    """Show full tracebacks instead of one-line errors."""
+
+    def validate(self) -> RunConfig:
+        """Check every group and the combinations between them; return self for chaining."""
+        self.model.validate()
+        self.hardware.validate()
+        self.generation.validate()
+        self.task.validate()
+        self.input.validate()
+        if self.task.name == TaskName.stream and self.generation.num_beams > 1:
+            raise ConfigError(
+                f"task=stream cannot use beam search (generation.num_beams={self.generation.num_beams}); "
+                "set generation.num_beams=1 or use task=generate"
+            )
+        return self
+
+
+def register_configs() -> None:
+    """Register the schema; `conf/config.yaml` names it first in `defaults:`, so every group option is typed
+    and a typo in a YAML file or an override fails at compose time."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)

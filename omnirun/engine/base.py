@@ -1,0 +1,66 @@
+"""What every inference engine returns and offers, independent of the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from omnirun.config import GenerationConfig
+
+
+@dataclass
+class Completion:
+    """One generated answer with its token counts and timings."""
+
+    text: str
+    input_tokens: int
+    """Prompt tokens fed to the model (after the chat template, without padding)."""
+    output_tokens: int
+    """Tokens generated, counting the end-of-sequence token when one was produced."""
+    finish_reason: str
+    """`stop` (end-of-sequence produced) or `length` (max_new_tokens reached)."""
+    e2e_s: float
+    """Wall time of the `generate` call that produced it (shared by every prompt of a batch)."""
+    ttft_s: float | None = None
+    """Time from the call's start until its first new token existed (shared within a batch)."""
+    token_times_s: list[float] = field(default_factory=list)
+    """Stream only: seconds from the call's start at which each new token was produced."""
+
+
+@dataclass
+class MemoryReport:
+    model_footprint_mb: float | None
+    """Bytes held by the model's parameters and buffers."""
+    rss_mb: float
+    """Resident memory of this process now."""
+    cuda_allocated_mb: float | None
+    cuda_reserved_mb: float | None
+
+
+class Engine(Protocol):
+    """The interface tasks and the runner rely on."""
+
+    model_name: str
+    model_type: str
+
+    def load_model(self) -> Engine: ...
+    def unload_model(self) -> None: ...
+    def generate(
+        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+    ) -> list[Completion]: ...
+    def stream_tokens(
+        self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+    ) -> StreamHandle: ...
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
+    def has_chat_template(self) -> bool: ...
+    def count_tokens(self, text: str, add_special_tokens: bool = True) -> int: ...
+    def memory(self) -> MemoryReport: ...
+
+
+class StreamHandle(Protocol):
+    """Iterates over text pieces as they are generated; `completion` is set once iteration ends."""
+
+    completion: Completion | None
+
+    def __iter__(self) -> Iterator[str]: ...

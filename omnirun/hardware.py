@@ -1,0 +1,259 @@
+"""Automatic hardware configuration: detect the machine, then plan device, dtype, quantization and batch size.
+
+`plan()` is a pure function of the request, the model's size and a `HardwareInfo`, so tests drive it with
+simulated machines. Every choice carries a human-readable reason, recorded in the run's manifest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from omnirun.config import Device, DType, HardwareConfig, Quantization
+from omnirun.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MB = 1024**2
+BYTES_PER_PARAM = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "int4": 0.5}
+OVERHEAD = 1.2
+"""Weights need this much more than their raw size once loaded (buffers, allocator slack, activations)."""
+GPU_HEADROOM = 0.9
+"""Plan to fill at most this share of a device's free memory."""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    total_mb: float
+    free_mb: float
+    bf16: bool
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    """What the planner needs to know about a machine."""
+
+    cpu_name: str
+    cpu_cores: int
+    ram_total_mb: float
+    ram_available_mb: float
+    gpus: tuple[GpuInfo, ...] = ()
+    mps: bool = False
+    bitsandbytes: bool = False
+    """bitsandbytes is importable (0.45+ quantizes on CUDA and, from 0.48, on CPU)."""
+
+    @property
+    def cuda(self) -> bool:
+        return bool(self.gpus)
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """How big a model is, for planning: parameter count plus the shape of its KV cache."""
+
+    params: int
+    num_layers: int = 0
+    kv_dim: int = 0
+    """key/value width per layer (num_key_value_heads * head_dim)."""
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    device: str
+    """`cpu`, `cuda` or `mps`."""
+    dtype: str
+    """`float32`, `float16` or `bfloat16`."""
+    quantization: str | None
+    """`int8`, `int4` or None."""
+    batch_size: int
+    device_map: Any = None
+    max_memory: dict[str, str] | None = None
+    num_threads: int | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+    """One sentence per choice: why it was made."""
+
+
+def detect() -> HardwareInfo:
+    """Read the current machine (CPU, RAM, CUDA GPUs, MPS, bitsandbytes)."""
+    import psutil
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            props = torch.cuda.get_device_properties(i)
+            gpus.append(GpuInfo(props.name, total / MB, free / MB, bf16=props.major >= 8))
+    mem = psutil.virtual_memory()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return HardwareInfo(
+        cpu_name=cpu_name(),
+        cpu_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+        ram_total_mb=mem.total / MB,
+        ram_available_mb=mem.available / MB,
+        gpus=tuple(gpus),
+        mps=mps,
+        bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None,
+    )
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def weight_mb(params: int, precision: str) -> float:
+    return params * BYTES_PER_PARAM[precision] / MB
+
+
+def plan(request: HardwareConfig, size: ModelSize, hw: HardwareInfo, *, auto: bool = True) -> HardwarePlan:
+    """Choose device, dtype, quantization and batch size for a model of `size` on machine `hw`.
+
+    `auto=False` (the engine's manual mode) keeps the request as given and only resolves `auto` values to
+    the plain defaults (CUDA when present, fp32 on CPU); it never picks quantization by itself.
+    """
+    reasons: dict[str, str] = {}
+    device = choose_device(request.device, hw, reasons)
+    dtype = choose_dtype(request.dtype, device, hw, reasons, auto)
+    quantization = choose_quantization(request.quantization, device, dtype, size, hw, reasons, auto)
+    budget = memory_budget_mb(device, hw)
+    precision = quantization or dtype
+    batch = choose_batch_size(size, device, precision, budget, reasons)
+    device_map = request.device_map
+    if device_map is not None:
+        reasons["device_map"] = f"device_map={device_map!r} as requested: accelerate places the weights"
+    threads = request.num_threads
+    if device == "cpu":
+        reasons["num_threads"] = (
+            f"{threads} CPU threads as requested" if threads else f"torch default: one thread per core ({hw.cpu_cores})"
+        )
+    return HardwarePlan(device, dtype, quantization, batch, device_map, request.max_memory, threads, reasons)
+
+
+def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) -> str:
+    if requested == Device.cuda and not hw.cuda:
+        raise ConfigError(
+            "hardware.device=cuda but no CUDA device is visible (torch.cuda.is_available() is False); "
+            "use hardware=auto or hardware=cpu"
+        )
+    if requested == Device.mps and not hw.mps:
+        raise ConfigError("hardware.device=mps but MPS is not available on this machine; use hardware=auto or cpu")
+    if requested != Device.auto:
+        reasons["device"] = f"{requested} as requested"
+        return str(requested)
+    if hw.cuda:
+        reasons["device"] = f"CUDA is available ({len(hw.gpus)} x {hw.gpus[0].name})"
+        return "cuda"
+    if hw.mps:
+        reasons["device"] = "no CUDA device; Apple MPS is available"
+        return "mps"
+    reasons["device"] = "no CUDA or MPS device found: running on the CPU"
+    return "cpu"
+
+
+def choose_dtype(requested: DType, device: str, hw: HardwareInfo, reasons: dict[str, str], auto: bool) -> str:
+    if requested != DType.auto:
+        if device == "cuda" and requested == DType.bfloat16 and not all(g.bf16 for g in hw.gpus):
+            raise ConfigError("hardware.dtype=bfloat16 needs a GPU of compute capability 8.0+; use float16")
+        reasons["dtype"] = f"{requested} as requested"
+        return str(requested)
+    if device == "cuda" and auto:
+        if all(g.bf16 for g in hw.gpus):
+            reasons["dtype"] = "bfloat16: the GPU supports it (fp16's speed with fp32's range)"
+            return "bfloat16"
+        reasons["dtype"] = "float16: the GPU has no bf16 support"
+        return "float16"
+    if device == "mps" and auto:
+        reasons["dtype"] = "float16 on MPS"
+        return "float16"
+    reasons["dtype"] = (
+        "float32: measured fastest on CPU (bf16 decoded ~10-15% slower here, see benchmarks/)"
+        if device == "cpu"
+        else "float32: manual configuration default"
+    )
+    return "float32"
+
+
+def choose_quantization(
+    requested: Quantization | None,
+    device: str,
+    dtype: str,
+    size: ModelSize,
+    hw: HardwareInfo,
+    reasons: dict[str, str],
+    auto: bool,
+) -> str | None:
+    if requested is None:
+        reasons["quantization"] = "none requested"
+        return None
+    if requested == Quantization.auto:
+        if not auto:
+            raise ConfigError("quantization='auto' needs auto_config=True; pass int8, int4 or None instead")
+        return auto_quantization(device, dtype, size, hw, reasons)
+    if not hw.bitsandbytes:
+        raise ConfigError(
+            f"hardware.quantization={requested} needs bitsandbytes, which is not installed; "
+            "`pip install bitsandbytes` or set hardware.quantization=null"
+        )
+    if device == "mps":
+        raise ConfigError(f"hardware.quantization={requested}: bitsandbytes does not run on MPS; use cpu or cuda")
+    reasons["quantization"] = f"{requested} (bitsandbytes) as requested"
+    return str(requested)
+
+
+def auto_quantization(device: str, dtype: str, size: ModelSize, hw: HardwareInfo, reasons: dict[str, str]) -> str | None:
+    budget = memory_budget_mb(device, hw)
+    need = {p: weight_mb(size.params, p) * OVERHEAD for p in (dtype, "int8", "int4")}
+    if need[dtype] <= budget:
+        reasons["quantization"] = f"none: {dtype} weights (~{need[dtype]:.0f} MB) fit in {budget:.0f} MB free"
+        return None
+    if not hw.bitsandbytes or device == "mps":
+        why = "bitsandbytes is not installed" if not hw.bitsandbytes else "bitsandbytes does not run on MPS"
+        reasons["quantization"] = f"none: weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free, but {why}"
+        log.warning("quantization=auto falls back to no quantization: %s", why)
+        return None
+    for choice in ("int8", "int4"):
+        if need[choice] <= budget:
+            reasons["quantization"] = (
+                f"{choice}: {dtype} weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free; "
+                f"{choice} (~{need[choice]:.0f} MB) fits"
+            )
+            return choice
+    reasons["quantization"] = f"int4: even int4 (~{need['int4']:.0f} MB) exceeds {budget:.0f} MB free; expect offload or OOM"
+    return "int4"
+
+
+def memory_budget_mb(device: str, hw: HardwareInfo) -> float:
+    if device == "cuda":
+        return sum(g.free_mb for g in hw.gpus) * GPU_HEADROOM
+    return hw.ram_available_mb * GPU_HEADROOM
+
+
+def choose_batch_size(size: ModelSize, device: str, precision: str, budget_mb: float, reasons: dict[str, str]) -> int:
+    """A batch size for `task.batch_size=auto`: as many sequences as the KV cache budget allows, capped.
+
+    The cap is 64 on GPUs and 16 on CPU, where batches of 8-16 already give most of the throughput.
+    """
+    cap = 16 if device == "cpu" else 64
+    free = budget_mb - weight_mb(size.params, precision) * OVERHEAD
+    if size.num_layers and size.kv_dim:
+        kv_bytes = 2 * size.num_layers * size.kv_dim * (4 if precision == "float32" else 2)
+        per_seq_mb = kv_bytes * 2048 / MB  # room for 2048 tokens of context per sequence
+        fits = int(max(free, 0) * 0.5 // per_seq_mb) if per_seq_mb else cap
+    else:
+        fits = cap
+    batch = max(1, min(cap, fits))
+    batch = 1 << (batch.bit_length() - 1)  # a power of two
+    reasons["batch_size"] = f"{batch}: KV cache for 2048-token sequences within half the free memory, capped at {cap}"
+    return batch
