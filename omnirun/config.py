@@ -80,9 +80,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         if not self.name:
-            raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
+            raise ConfigError(
+                "model.name must not be empty; use a short name such as smollm2, a hub id or a path"
+            )
         if self.model_type is not None and self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)} or null, got {self.model_type!r}")
+            raise ConfigError(
+                f"model.model_type must be one of {', '.join(MODEL_TYPES)} or null, got {self.model_type!r}"
+            )
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null, "
@@ -144,27 +148,40 @@ class GenerationConfig:
         """Raise ConfigError (a ValueError) naming the parameter and the value when one is out of range."""
         checks = [
             (self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1", self.max_new_tokens),
-            (self.min_new_tokens is None or 0 <= self.min_new_tokens <= self.max_new_tokens,
-             "min_new_tokens", "must be between 0 and max_new_tokens", self.min_new_tokens),
+            (
+                self.min_new_tokens is None or 0 <= self.min_new_tokens <= self.max_new_tokens,
+                "min_new_tokens",
+                "must be between 0 and max_new_tokens",
+                self.min_new_tokens,
+            ),
             (self.temperature >= 0.0, "temperature", "must be >= 0", self.temperature),
             (0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p),
             (self.top_k >= 0, "top_k", "must be >= 0", self.top_k),
             (self.repetition_penalty > 0.0, "repetition_penalty", "must be > 0", self.repetition_penalty),
             (self.num_beams >= 1, "num_beams", "must be >= 1", self.num_beams),
-            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0", self.no_repeat_ngram_size),
+            (
+                self.no_repeat_ngram_size >= 0,
+                "no_repeat_ngram_size",
+                "must be >= 0",
+                self.no_repeat_ngram_size,
+            ),
         ]
         for ok, name, rule, value in checks:
             if not ok:
                 raise ConfigError(f"{prefix}{name} {rule}, got {value!r}")
         if self.do_sample and self.temperature == 0.0:
-            raise ConfigError(f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy")
+            raise ConfigError(
+                f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy"
+            )
 
     def with_overrides(self, overrides: dict[str, Any], prefix: str = "generation.") -> GenerationConfig:
         """A copy with some fields replaced (e.g. per-record overrides), validated."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ConfigError(f"unknown generation parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown generation parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+            )
         new = dataclasses.replace(self, **overrides)
         new.validate(prefix)
         return new

@@ -125,7 +125,7 @@ def is_complete(folder: Path) -> bool:
     return (folder / "omnirun-cache.json").is_file()
 
 
-def write_dense_cache(model, tokenizer, gguf: Path) -> Path:  # noqa: ANN001 (transformers objects)
+def write_dense_cache(model, tokenizer, gguf: Path) -> Path:
     """Save a GGUF-loaded model and tokenizer as dense safetensors; atomic (a temp dir renamed into place)."""
     import transformers
 

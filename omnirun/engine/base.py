@@ -47,7 +47,12 @@ class Engine(Protocol):
     def load_model(self) -> Engine: ...
     def unload_model(self) -> None: ...
     def generate(
-        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+        self,
+        texts: list[str],
+        params: GenerationConfig,
+        *,
+        add_special_tokens: bool = True,
+        seed: int | None = None,
     ) -> list[Completion]: ...
     def stream_tokens(
         self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from omnirun import hardware, models
-from omnirun.config import DType, GenerationConfig, HardwareConfig, Quantization
+from omnirun.config import Device, DType, GenerationConfig, HardwareConfig, Quantization
 from omnirun.engine.base import Completion, MemoryReport
 from omnirun.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-NOT_LOADED = "the model is not loaded; call load_model() first (or use `with TransformersEngine(...) as engine:`)"
+NOT_LOADED = (
+    "the model is not loaded; call load_model() first (or use `with TransformersEngine(...) as engine:`)"
+)
 
 
 class TransformersEngine:
@@ -66,7 +68,7 @@ class TransformersEngine:
         self.model_id = model_id
         self.auto_config = auto_config
         self.request = HardwareConfig(
-            device=_enum("device", hardware.Device, device),
+            device=_enum("device", Device, device),
             dtype=_enum("dtype", DType, dtype),
             quantization=None if quantization is None else _enum("quantization", Quantization, quantization),
             device_map=device_map,
@@ -123,7 +125,11 @@ class TransformersEngine:
         path, gguf_file = source.path, source.gguf_file
         if source.is_gguf:  # one loading path for everything: GGUF becomes a cached dense folder first
             path, gguf_file = str(self._dense_copy(source)), None
-        common = {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "cache_dir": self.cache_dir}
+        common = {
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "cache_dir": self.cache_dir,
+        }
         if gguf_file:
             common["gguf_file"] = gguf_file
         try:
@@ -147,7 +153,13 @@ class TransformersEngine:
             torch.set_num_threads(self.plan.num_threads)
         self.model, self.tokenizer, self.source = model, tokenizer, source
         self.load_seconds = time.perf_counter() - start
-        log.info("loaded %s in %.2fs (%s)", self.model_id, self.load_seconds, self.plan.reasons)
+        log.info(
+            "loaded %s in %.2fs on %s (%s)",
+            self.model_id,
+            self.load_seconds,
+            self.plan.device,
+            self.plan.dtype,
+        )
         return self
 
     def _dense_copy(self, source: models.ModelSource) -> Path:
@@ -159,7 +171,7 @@ class TransformersEngine:
         cached = models.dense_cache_dir(gguf)
         if models.is_complete(cached):
             return cached
-        log.info("converting %s to a dense safetensors cache (once)", gguf.name)
+        log.warning("converting %s to a dense safetensors cache; this happens once", gguf.name)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
             config = transformers.AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
@@ -287,7 +299,12 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------------------------------- generation
     def generate(
-        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+        self,
+        texts: list[str],
+        params: GenerationConfig,
+        *,
+        add_special_tokens: bool = True,
+        seed: int | None = None,
     ) -> list[Completion]:
         """One `model.generate` call over `texts` (one batch, left-padded for decoder-only models)."""
         self._require_loaded()
@@ -301,7 +318,9 @@ class TransformersEngine:
         timer = FirstTokenTimer() if params.num_beams == 1 else None
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(**enc, generation_config=self._generation_config(params), streamer=timer)
+            out = self.model.generate(
+                **enc, generation_config=self._generation_config(params), streamer=timer
+            )
         synchronize(self.device)
         e2e = time.perf_counter() - start
         new = out[:, enc["input_ids"].shape[1] :] if self.model_type == "causal-lm" else out[:, 1:]
@@ -319,7 +338,9 @@ class TransformersEngine:
         """A stream of text pieces from a decode loop on this thread; see `TokenStream`."""
         self._require_loaded()
         if params.num_beams > 1:
-            raise ValueError(f"streaming cannot use beam search (num_beams={params.num_beams}); set num_beams=1")
+            raise ValueError(
+                f"streaming cannot use beam search (num_beams={params.num_beams}); set num_beams=1"
+            )
         return TokenStream(self, text, params, add_special_tokens, seed)
 
     def _generation_config(self, params: GenerationConfig) -> Any:
@@ -370,7 +391,12 @@ class TokenStream:
     """
 
     def __init__(
-        self, engine: TransformersEngine, text: str, params: GenerationConfig, add_special_tokens: bool, seed: int | None
+        self,
+        engine: TransformersEngine,
+        text: str,
+        params: GenerationConfig,
+        add_special_tokens: bool,
+        seed: int | None,
     ) -> None:
         self.engine, self.text, self.params = engine, text, params
         self.add_special_tokens, self.seed = add_special_tokens, seed
@@ -381,7 +407,9 @@ class TokenStream:
 
         engine, params = self.engine, self.params
         tokenizer, model = engine.tokenizer, engine.model
-        enc = tokenizer(self.text, return_tensors="pt", add_special_tokens=self.add_special_tokens).to(model.device)
+        enc = tokenizer(self.text, return_tensors="pt", add_special_tokens=self.add_special_tokens).to(
+            model.device
+        )
         if self.seed is not None:
             torch.manual_seed(self.seed)
         eos = engine.eos_ids()
@@ -426,7 +454,9 @@ def decode_steps(model: Any, model_type: str, enc: Any, processors: Any, sample:
         if start_id is None:
             start_id = model.config.decoder_start_token_id
         history = torch.tensor([[start_id]], device=input_ids.device)
-        out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=history, use_cache=True)
+        out = model(
+            encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=history, use_cache=True
+        )
     else:
         history = input_ids
         out = model(input_ids=input_ids, attention_mask=mask, use_cache=True, **extra)

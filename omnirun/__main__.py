@@ -1,0 +1,3 @@
+from omnirun.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""`python -m omnirun k=v ...`: the only place that touches Hydra and the raw config tree.
+
+Before Hydra runs, every override (each value of a sweep, too) is composed and validated, so a typo, an
+unknown option or a bad value fails with one line and exit status 2 before any model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omnirun.config import RunConfig, register_configs
+from omnirun.errors import ConfigError, OmnirunError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+GROUPS = ("model", "hardware", "generation", "task")
+log = logging.getLogger("omnirun")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    register_configs()
+    overrides = [a for a in argv if not a.startswith("-")]
+    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for a in argv):
+        try:
+            preflight(overrides)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
+    hydra_entry()
+
+
+def preflight(overrides: list[str]) -> None:
+    """Compose and validate the config for every value of every override; raise ConfigError on the first
+    problem, phrased for the user."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    mine = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(mine)
+    except OverrideParseException as exc:
+        raise ConfigError(f"cannot parse overrides: {first_line(str(exc))}") from None
+    base = [o.input_line if not o.is_sweep_override() else next(iter(sweep_values(o))) for o in parsed]
+    trials = [base]
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            trials += [[*base[:i], value, *base[i + 1 :]] for value in list(sweep_values(o))[1:]]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for trial in trials:
+            try:
+                to_run_config(compose(config_name="config", overrides=trial))
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(explain(exc)) from None
+
+
+def sweep_values(override: Any) -> Any:
+    key = override.get_key_element()
+    return (f"{key}={v}" for v in override.sweep_string_iterator())
+
+
+def to_run_config(raw: Any) -> RunConfig:
+    """The raw tree → a validated RunConfig; no OmegaConf object passes below this point."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_object(raw)
+    assert isinstance(cfg, RunConfig)
+    return cfg.validate()
+
+
+def explain(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error: the key, the rule, the value and the way out."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = exc
+    while cause.__cause__ is not None and not isinstance(cause, ConfigKeyError | ValidationError):
+        cause = cause.__cause__
+    text = str(exc)
+    if "Could not find '" in text:  # an unknown option of a config group
+        missing = text.split("Could not find '", 1)[1].split("'", 1)[0]
+        group, _, option = missing.rpartition("/")
+        if group in GROUPS:
+            return f"{group}={option} is not an option; choose one of: {', '.join(group_options(group))}"
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) or "No match in the defaults list" in text:
+        key = getattr(cause, "full_key", None) or text.split("'", 2)[1] if "'" in text else "?"
+        return f"unknown config key '{key}'; {valid_keys_hint(str(key))}"
+    if isinstance(cause, ValidationError):
+        key = getattr(cause, "full_key", "?")
+        return f"{key}: {first_line(str(cause.msg if hasattr(cause, 'msg') else cause))}"
+    return first_line(text)
+
+
+def valid_keys_hint(key: str) -> str:
+    import dataclasses
+
+    node: Any = RunConfig
+    parts = key.split(".")
+    for part in parts[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            break
+        node = fields[part].default_factory if callable(fields[part].default_factory) else None  # type: ignore[misc]
+        node = type(node()) if node else None
+    if node is None or not dataclasses.is_dataclass(node):
+        node = RunConfig
+    prefix = ".".join(parts[:-1]) if node is not RunConfig else ""
+    names = ", ".join(f.name for f in dataclasses.fields(node))
+    return f"valid keys{f' under {prefix}' if prefix else ''}: {names}"
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _hydra_main() -> Any:
+    import hydra
+
+    @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+    def entry(raw: Any) -> str:
+        return run_job(raw)
+
+    return entry
+
+
+def hydra_entry() -> None:
+    _hydra_main()()
+
+
+def run_job(raw: Any) -> str:
+    """One Hydra job: build the run directory, run, record the outcome. In a sweep a failure is recorded
+    and the sweep goes on; a single run exits with the error's status."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from omnirun import outputs, runner
+
+    hc = HydraConfig.get()
+    sweep = hc.mode == RunMode.MULTIRUN
+    cfg = to_run_config(raw)
+    setup_logging(cfg.debug)
+    resolved = OmegaConf.to_yaml(raw, resolve=True)
+    run_dir: Path | None = None
+    try:
+        if sweep:
+            run_dir = Path(hc.runtime.output_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        data, info = runner.check(cfg)
+        if run_dir is None:
+            run_dir = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name)
+        add_file_log(run_dir)
+        result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task))
+    except BaseException as exc:
+        if run_dir is not None:
+            record_failure(run_dir, exc)
+        if sweep and isinstance(exc, Exception):
+            log.error("job %s failed: %s", run_dir, exc)
+            return "failed"
+        if cfg.debug or not isinstance(exc, Exception):
+            raise
+        code = exc.exit_code if isinstance(exc, OmnirunError) else 1
+        message = (
+            str(exc) if isinstance(exc, OmnirunError) else f"{type(exc).__name__}: {first_line(str(exc))}"
+        )
+        hint = "" if isinstance(exc, OmnirunError) else " (run with debug=true for the traceback)"
+        print(f"error: {message}{hint}", file=sys.stderr)
+        if run_dir is not None:
+            print(f"run directory: {run_dir}", file=sys.stderr)
+        sys.exit(code)
+    runner.print_summary(result, run_dir)
+    return "completed"
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> None:
+    from omnirun import outputs
+
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc)))
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        outputs.write_json(
+            metrics_path, {"schema_version": 1, "status": status, "error": first_line(str(exc))}
+        )
+
+
+def setup_logging(debug: bool) -> None:
+    """Console: omnirun's own messages and warnings; the run's omnirun.log gets INFO and up."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("omnirun").setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not debug:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # the per-load "Loading weights" bar
+        transformers.utils.logging.set_verbosity_error()
+
+
+def add_file_log(run_dir: Path) -> None:
+    handler = logging.FileHandler(run_dir / "omnirun.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)

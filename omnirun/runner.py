@@ -1,0 +1,206 @@
+"""The orchestrator: inputs → engine → task → run directory, with timings and memory around it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omnirun import hardware, inputs, metrics, outputs
+from omnirun.config import RunConfig, TaskName
+from omnirun.engine import TransformersEngine
+from omnirun.errors import ConfigError, InputError
+from omnirun.tasks import TASKS, TaskContext, run_interactive_chat
+
+log = logging.getLogger(__name__)
+
+
+def check(cfg: RunConfig) -> tuple[inputs.Inputs, hardware.HardwareInfo]:
+    """Everything that can fail before a run directory exists: read the input, check the hardware request."""
+    data = inputs.read(cfg.input, interactive_when_empty=cfg.task.name == TaskName.chat)
+    if cfg.input.on_error == "fail" and data.problems:
+        raise InputError(
+            "input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20])
+        )
+    info = hardware.detect()
+    hardware.plan(
+        cfg.hardware, hardware.ModelSize(params=0), info
+    )  # raises ConfigError for impossible requests
+    return data, info
+
+
+def run(
+    cfg: RunConfig,
+    run_dir: Path,
+    data: inputs.Inputs,
+    info: hardware.HardwareInfo,
+    resolved_yaml: str,
+    overrides: list[str],
+) -> metrics.RunMetrics:
+    """Run one job into `run_dir` (already created) on checked inputs. Raises on failure."""
+    started = time.perf_counter()
+    write_run_files(run_dir, resolved_yaml, overrides)
+    seed_everything(cfg.seed)
+    task = str(cfg.task.name)
+    engine = build_engine(cfg, info)
+    writer = outputs.ResultWriter(run_dir / "outputs.jsonl")
+    with metrics.PeakMemory() as peak:
+        with metrics.timed() as load:
+            engine.load_model()
+        assert engine.plan is not None
+        if cfg.task.name == TaskName.chat and not engine.has_chat_template():
+            raise ConfigError(
+                f"task=chat needs a chat template, and model {cfg.model.name!r} has none; use task=generate"
+            )
+        batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
+        ctx = TaskContext(
+            cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt"
+        )
+        write_manifest(run_dir, cfg, engine, info, data, resolved_yaml)
+        with metrics.timed(engine.device) as gen, Progress(len(data.records), cfg.task.progress) as progress:
+            if data.source == "interactive":
+                conversation = run_interactive_chat(engine, ctx)
+                outputs.write_json(run_dir / "conversation.json", conversation)
+            else:
+                TASKS[task](engine, data.records, ctx, progress)
+        writer.close()
+        footprint = engine.memory().model_footprint_mb
+    engine.unload_model()
+    result = metrics.summarize(
+        writer.rows,
+        status="completed",
+        load_model_s=load.seconds,
+        total_s=time.perf_counter() - started,
+        generation_s=gen.seconds,
+        peak=peak,
+        model_footprint_mb=footprint,
+    )
+    outputs.write_json(run_dir / "metrics.json", result)
+    return result
+
+
+def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> TransformersEngine:
+    """The engine for a run config: the only place config groups become engine arguments."""
+    m, h = cfg.model, cfg.hardware
+    return TransformersEngine(
+        m.name,
+        device=str(h.device),
+        dtype=str(h.dtype),
+        quantization=None if h.quantization is None else str(h.quantization),
+        trust_remote_code=m.trust_remote_code,
+        model_type=m.model_type,
+        attn_implementation=m.attn_implementation,
+        device_map=h.device_map,
+        max_memory=h.max_memory,
+        low_cpu_mem_usage=m.low_cpu_mem_usage,
+        revision=m.revision,
+        cache_dir=m.cache_dir,
+        gguf_file=m.gguf_file,
+        allow_pickle=m.allow_pickle,
+        num_threads=h.num_threads,
+        generation=cfg.generation,
+        hardware_info=info,
+    )
+
+
+def write_run_files(run_dir: Path, resolved_yaml: str, overrides: list[str]) -> None:
+    (run_dir / "config.yaml").write_text(resolved_yaml)
+    (run_dir / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n")
+    (run_dir / "command.txt").write_text(outputs.command_line() + "\n")
+
+
+def write_manifest(
+    run_dir: Path,
+    cfg: RunConfig,
+    engine: TransformersEngine,
+    info: hardware.HardwareInfo,
+    data: inputs.Inputs,
+    resolved_yaml: str,
+) -> None:
+    outputs.write_json(
+        run_dir / "manifest.json",
+        {
+            "omnirun_commit": outputs.git_commit(),
+            "versions": outputs.versions(),
+            "hardware": asdict(info),
+            "plan": asdict(engine.plan) if engine.plan else None,
+            "model": {
+                "name": cfg.model.name,
+                "resolved": asdict(engine.source) if engine.source else None,
+                "model_type": engine.model_type,
+            },
+            "seed": cfg.seed,
+            "input": {
+                "source": data.source,
+                "fingerprint": data.fingerprint,
+                "num_records": len(data.records),
+            },
+            "config_sha256": hashlib.sha256(resolved_yaml.encode()).hexdigest(),
+        },
+    )
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+class Progress:
+    """A tqdm bar over samples, with output tokens/s in its postfix (ETA comes from tqdm)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="sample", disable=not enabled or total <= 1, dynamic_ncols=True)
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def update(self, samples: int, tokens: int) -> None:
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.start
+        if samples:
+            self.bar.set_postfix(tok_s=f"{self.tokens / elapsed:.1f}" if elapsed > 0 else "-", refresh=False)
+            self.bar.update(samples)
+
+
+def print_summary(result: metrics.RunMetrics, run_dir: Path, out: Any = None) -> None:
+    """The short table the CLI prints at the end."""
+    import sys
+
+    out = out or sys.stdout
+    fmt = lambda v, unit="": "-" if v is None else f"{v:,.2f}{unit}"  # noqa: E731
+    rows = [
+        ("samples", f"{result.num_samples} ({result.num_errors} errors)"),
+        ("load model", fmt(result.load_model_s, " s")),
+        ("generation", fmt(result.generation_s, " s")),
+        ("output tokens", str(result.output_tokens)),
+        ("output tok/s", fmt(result.output_tokens_per_s)),
+        ("ttft p50", fmt(result.ttft_ms and result.ttft_ms["p50"], " ms")),
+        ("tpot p50", fmt(result.tpot_ms and result.tpot_ms["p50"], " ms")),
+        ("e2e p50", fmt(result.e2e_ms and result.e2e_ms["p50"], " ms")),
+        ("peak RSS", fmt(result.memory.get("max_rss_mb"), " MB")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("", file=out)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}", file=out)
+    print(f"run directory: {run_dir}", file=out)
