@@ -170,9 +170,7 @@ def run_job(raw: Any) -> str:
         if cfg.debug or not isinstance(exc, Exception):
             raise
         code = exc.exit_code if isinstance(exc, OmnirunError) else 1
-        message = (
-            str(exc) if isinstance(exc, OmnirunError) else f"{type(exc).__name__}: {first_line(str(exc))}"
-        )
+        message = str(exc) if isinstance(exc, OmnirunError) else f"{type(exc).__name__}: {first_line(str(exc))}"
         hint = "" if isinstance(exc, OmnirunError) else " (run with debug=true for the traceback)"
         print(f"error: {message}{hint}", file=sys.stderr)
         if run_dir is not None:
@@ -189,9 +187,7 @@ def record_failure(run_dir: Path, exc: BaseException) -> None:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        outputs.write_json(
-            metrics_path, {"schema_version": 1, "status": status, "error": first_line(str(exc))}
-        )
+        outputs.write_json(metrics_path, {"schema_version": 1, "status": status, "error": first_line(str(exc))})
 
 
 def setup_logging(debug: bool) -> None:

@@ -80,9 +80,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         if not self.name:
-            raise ConfigError(
-                "model.name must not be empty; use a short name such as smollm2, a hub id or a path"
-            )
+            raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
         if self.model_type is not None and self.model_type not in MODEL_TYPES:
             raise ConfigError(
                 f"model.model_type must be one of {', '.join(MODEL_TYPES)} or null, got {self.model_type!r}"
@@ -170,9 +168,7 @@ class GenerationConfig:
             if not ok:
                 raise ConfigError(f"{prefix}{name} {rule}, got {value!r}")
         if self.do_sample and self.temperature == 0.0:
-            raise ConfigError(
-                f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy"
-            )
+            raise ConfigError(f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy")
 
     def with_overrides(self, overrides: dict[str, Any], prefix: str = "generation.") -> GenerationConfig:
         """A copy with some fields replaced (e.g. per-record overrides), validated."""

@@ -136,9 +136,7 @@ def plan(request: HardwareConfig, size: ModelSize, hw: HardwareInfo, *, auto: bo
     threads = request.num_threads
     if device == "cpu":
         reasons["num_threads"] = (
-            f"{threads} CPU threads as requested"
-            if threads
-            else f"torch default: one thread per core ({hw.cpu_cores})"
+            f"{threads} CPU threads as requested" if threads else f"torch default: one thread per core ({hw.cpu_cores})"
         )
     return HardwarePlan(device, dtype, quantization, batch, device_map, request.max_memory, threads, reasons)
 
@@ -150,9 +148,7 @@ def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) 
             "use hardware=auto or hardware=cpu"
         )
     if requested == Device.mps and not hw.mps:
-        raise ConfigError(
-            "hardware.device=mps but MPS is not available on this machine; use hardware=auto or cpu"
-        )
+        raise ConfigError("hardware.device=mps but MPS is not available on this machine; use hardware=auto or cpu")
     if requested != Device.auto:
         reasons["device"] = f"{requested} as requested"
         return str(requested)
@@ -211,9 +207,7 @@ def choose_quantization(
             "`pip install bitsandbytes` or set hardware.quantization=null"
         )
     if device == "mps":
-        raise ConfigError(
-            f"hardware.quantization={requested}: bitsandbytes does not run on MPS; use cpu or cuda"
-        )
+        raise ConfigError(f"hardware.quantization={requested}: bitsandbytes does not run on MPS; use cpu or cuda")
     reasons["quantization"] = f"{requested} (bitsandbytes) as requested"
     return str(requested)
 
@@ -228,9 +222,7 @@ def auto_quantization(
         return None
     if not hw.bitsandbytes or device == "mps":
         why = "bitsandbytes is not installed" if not hw.bitsandbytes else "bitsandbytes does not run on MPS"
-        reasons["quantization"] = (
-            f"none: weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free, but {why}"
-        )
+        reasons["quantization"] = f"none: weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free, but {why}"
         log.warning("quantization=auto falls back to no quantization: %s", why)
         return None
     for choice in ("int8", "int4"):
@@ -252,9 +244,7 @@ def memory_budget_mb(device: str, hw: HardwareInfo) -> float:
     return hw.ram_available_mb * GPU_HEADROOM
 
 
-def choose_batch_size(
-    size: ModelSize, device: str, precision: str, budget_mb: float, reasons: dict[str, str]
-) -> int:
+def choose_batch_size(size: ModelSize, device: str, precision: str, budget_mb: float, reasons: dict[str, str]) -> int:
     """A batch size for `task.batch_size=auto`: as many sequences as the KV cache budget allows, capped.
 
     The cap is 64 on GPUs and 16 on CPU, where batches of 8-16 already give most of the throughput.
@@ -269,7 +259,5 @@ def choose_batch_size(
         fits = cap
     batch = max(1, min(cap, fits))
     batch = 1 << (batch.bit_length() - 1)  # a power of two
-    reasons["batch_size"] = (
-        f"{batch}: KV cache for 2048-token sequences within half the free memory, capped at {cap}"
-    )
+    reasons["batch_size"] = f"{batch}: KV cache for 2048-token sequences within half the free memory, capped at {cap}"
     return batch

@@ -86,8 +86,7 @@ def read_jsonl(path: Path, id_field: str = "id") -> tuple[list[Record], str]:
         records.append(parse_line(raw, lineno, index, id_field))
     if all(r.error and "not valid JSON" in r.error for r in records):
         raise InputError(
-            f"input.path={str(path)!r} is not JSONL: no line is a JSON object "
-            '(expected lines like {"prompt": "..."})'
+            f'input.path={str(path)!r} is not JSONL: no line is a JSON object (expected lines like {{"prompt": "..."}})'
         )
     return records, sha256(data)
 
@@ -150,11 +149,7 @@ def check_messages(messages: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list of {role, content} objects"
     for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             return f"'messages[{i}]' must be an object with string 'role' and 'content'"
     return None
 
@@ -183,9 +178,7 @@ def read_dataset(cfg: InputConfig) -> Inputs:
             try:
                 obj = {"prompt": cfg.template.format(**row)}
             except (KeyError, IndexError, ValueError) as exc:
-                records.append(
-                    Record(index, default_id, error=f"row {index}: input.template cannot be filled ({exc})")
-                )
+                records.append(Record(index, default_id, error=f"row {index}: input.template cannot be filled ({exc})"))
                 continue
         else:
             obj = {"prompt": row[cfg.field]}
@@ -207,17 +200,13 @@ def load_dataset_any(name: str, split: str) -> Any:
 
     path = Path(name).expanduser()
     try:
-        if path.is_dir() and any(
-            (path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
-        ):
+        if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
             ds = datasets.load_from_disk(str(path))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         if path.is_file():
             builder = DATA_BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise InputError(
-                    f"input.dataset={name!r}: unknown file type; use one of {', '.join(DATA_BUILDERS)}"
-                )
+                raise InputError(f"input.dataset={name!r}: unknown file type; use one of {', '.join(DATA_BUILDERS)}")
             return datasets.load_dataset(builder, data_files=str(path), split=split)
         if path.is_dir():
             return datasets.load_dataset(str(path), split=split)

@@ -24,13 +24,9 @@ def check(cfg: RunConfig) -> tuple[inputs.Inputs, hardware.HardwareInfo]:
     """Everything that can fail before a run directory exists: read the input, check the hardware request."""
     data = inputs.read(cfg.input, interactive_when_empty=cfg.task.name == TaskName.chat)
     if cfg.input.on_error == "fail" and data.problems:
-        raise InputError(
-            "input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20])
-        )
+        raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
     info = hardware.detect()
-    hardware.plan(
-        cfg.hardware, hardware.ModelSize(params=0), info
-    )  # raises ConfigError for impossible requests
+    hardware.plan(cfg.hardware, hardware.ModelSize(params=0), info)  # raises ConfigError for impossible requests
     return data, info
 
 
@@ -58,9 +54,7 @@ def run(
                 f"task=chat needs a chat template, and model {cfg.model.name!r} has none; use task=generate"
             )
         batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
-        ctx = TaskContext(
-            cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt"
-        )
+        ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt")
         write_manifest(run_dir, cfg, engine, info, data, resolved_yaml)
         with metrics.timed(engine.device) as gen, Progress(len(data.records), cfg.task.progress) as progress:
             if data.source == "interactive":

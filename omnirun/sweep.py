@@ -29,9 +29,7 @@ class SweepSummary(Callback):
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
-    jobs = sorted(
-        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     for job in jobs:
         metrics_file = job / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"status": "missing"}

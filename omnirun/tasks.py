@@ -58,9 +58,7 @@ def prepare(engine: Engine, records: list[Record], ctx: TaskContext, *, chat: bo
             except ValueError as exc:
                 item.error = f"record {record.id}: {exc}"
         if item.error is None and max_context and item.n_tokens >= max_context:
-            item.error = (
-                f"record {record.id}: prompt has {item.n_tokens} tokens; the model's context is {max_context}"
-            )
+            item.error = f"record {record.id}: prompt has {item.n_tokens} tokens; the model's context is {max_context}"
         prepared.append(item)
     return prepared
 
@@ -128,9 +126,7 @@ def run_batches(engine: Engine, items: list[Prepared], ctx: TaskContext, progres
         for item in chunk:
             if item.error is not None:
                 done[item.record.index] = row(item.record, None, item.error)
-        for batch in plan_batches(
-            [i for i in chunk if i.error is None], ctx.batch_size, ctx.task.sort_by_length
-        ):
+        for batch in plan_batches([i for i in chunk if i.error is None], ctx.batch_size, ctx.task.sort_by_length):
             first = batch[0]
             assert first.params is not None
             completions = engine.generate(

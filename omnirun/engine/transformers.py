@@ -7,6 +7,7 @@ torch work on a second thread was measured 1.8x slower on 2 cores.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import gc
@@ -24,9 +25,7 @@ from omnirun.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-NOT_LOADED = (
-    "the model is not loaded; call load_model() first (or use `with TransformersEngine(...) as engine:`)"
-)
+NOT_LOADED = "the model is not loaded; call load_model() first (or use `with TransformersEngine(...) as engine:`)"
 
 
 class TransformersEngine:
@@ -175,11 +174,7 @@ class TransformersEngine:
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
             config = transformers.AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
-            cls = (
-                transformers.AutoModelForSeq2SeqLM
-                if config.is_encoder_decoder
-                else transformers.AutoModelForCausalLM
-            )
+            cls = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
             model = cls.from_pretrained(source.path, gguf_file=source.gguf_file)
         except Exception as exc:
             raise models.describe_load_failure(source, exc) from exc
@@ -318,9 +313,7 @@ class TransformersEngine:
         timer = FirstTokenTimer() if params.num_beams == 1 else None
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(
-                **enc, generation_config=self._generation_config(params), streamer=timer
-            )
+            out = self.model.generate(**enc, generation_config=self._generation_config(params), streamer=timer)
         synchronize(self.device)
         e2e = time.perf_counter() - start
         new = out[:, enc["input_ids"].shape[1] :] if self.model_type == "causal-lm" else out[:, 1:]
@@ -338,9 +331,7 @@ class TransformersEngine:
         """A stream of text pieces from a decode loop on this thread; see `TokenStream`."""
         self._require_loaded()
         if params.num_beams > 1:
-            raise ValueError(
-                f"streaming cannot use beam search (num_beams={params.num_beams}); set num_beams=1"
-            )
+            raise ValueError(f"streaming cannot use beam search (num_beams={params.num_beams}); set num_beams=1")
         return TokenStream(self, text, params, add_special_tokens, seed)
 
     def _generation_config(self, params: GenerationConfig) -> Any:
@@ -407,9 +398,7 @@ class TokenStream:
 
         engine, params = self.engine, self.params
         tokenizer, model = engine.tokenizer, engine.model
-        enc = tokenizer(self.text, return_tensors="pt", add_special_tokens=self.add_special_tokens).to(
-            model.device
-        )
+        enc = tokenizer(self.text, return_tensors="pt", add_special_tokens=self.add_special_tokens).to(model.device)
         if self.seed is not None:
             torch.manual_seed(self.seed)
         eos = engine.eos_ids()
@@ -454,9 +443,7 @@ def decode_steps(model: Any, model_type: str, enc: Any, processors: Any, sample:
         if start_id is None:
             start_id = model.config.decoder_start_token_id
         history = torch.tensor([[start_id]], device=input_ids.device)
-        out = model(
-            encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=history, use_cache=True
-        )
+        out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=history, use_cache=True)
     else:
         history = input_ids
         out = model(input_ids=input_ids, attention_mask=mask, use_cache=True, **extra)
@@ -580,10 +567,8 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _device_key(key: str | int) -> str | int:
