@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omnirun.config import RunConfig, register_configs
 from omnirun.errors import ConfigError, OmnirunError
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-    sys.argv = [sys.argv[0], *argv]
+    flags = [a for a in argv if a in ("-m", "--multirun")]  # Hydra wants its flags before the overrides
+    sys.argv = [sys.argv[0], *flags, *(a for a in argv if a not in flags)]
     hydra_entry()
 
 
@@ -159,8 +162,8 @@ def run_job(raw: Any) -> str:
         data, info = runner.check(cfg)
         if run_dir is None:
             run_dir = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name)
-        add_file_log(run_dir)
-        result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task))
+        with file_log(run_dir / "omnirun.log"):
+            result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task))
     except BaseException as exc:
         if run_dir is not None:
             record_failure(run_dir, exc)
@@ -169,15 +172,21 @@ def run_job(raw: Any) -> str:
             return "failed"
         if cfg.debug or not isinstance(exc, Exception):
             raise
-        code = exc.exit_code if isinstance(exc, OmnirunError) else 1
-        message = str(exc) if isinstance(exc, OmnirunError) else f"{type(exc).__name__}: {first_line(str(exc))}"
-        hint = "" if isinstance(exc, OmnirunError) else " (run with debug=true for the traceback)"
-        print(f"error: {message}{hint}", file=sys.stderr)
-        if run_dir is not None:
-            print(f"run directory: {run_dir}", file=sys.stderr)
-        sys.exit(code)
+        report_and_exit(exc, run_dir)
     runner.print_summary(result, run_dir)
     return "completed"
+
+
+def report_and_exit(exc: Exception, run_dir: Path | None) -> NoReturn:
+    """One line on stderr (no traceback) and the error's exit status: 2 for config and input errors."""
+    if isinstance(exc, OmnirunError):
+        message, code = str(exc), exc.exit_code
+    else:
+        message, code = f"{type(exc).__name__}: {first_line(str(exc))} (run with debug=true for the traceback)", 1
+    print(f"error: {message}", file=sys.stderr)
+    if run_dir is not None:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    sys.exit(code)
 
 
 def record_failure(run_dir: Path, exc: BaseException) -> None:
@@ -193,6 +202,9 @@ def record_failure(run_dir: Path, exc: BaseException) -> None:
 def setup_logging(debug: bool) -> None:
     """Console: omnirun's own messages and warnings; the run's omnirun.log gets INFO and up."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("omnirun").setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -203,7 +215,16 @@ def setup_logging(debug: bool) -> None:
         transformers.utils.logging.set_verbosity_error()
 
 
-def add_file_log(run_dir: Path) -> None:
-    handler = logging.FileHandler(run_dir / "omnirun.log")
+@contextmanager
+def file_log(path: Path) -> Iterator[None]:
+    """Log INFO and up into the run directory while the run lasts."""
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -187,9 +187,10 @@ def emit(ctx: TaskContext, result: dict[str, Any]) -> None:
         print(result["output"] if result["error"] is None else f"error: {result['error']}", file=ctx.out)
 
 
-def run_interactive_chat(engine: Engine, ctx: TaskContext, stdin: TextIO = sys.stdin) -> list[dict[str, str]]:
+def run_interactive_chat(engine: Engine, ctx: TaskContext, stdin: TextIO | None = None) -> list[dict[str, str]]:
     """A conversation on the terminal: each answer streams, history is kept, every turn is written as a row.
     Ends on an empty line, `/exit` or end of input. Returns the conversation."""
+    stdin = stdin or sys.stdin
     history: list[dict[str, str]] = []
     if ctx.task.system_prompt:
         history.append({"role": "system", "content": ctx.task.system_prompt})
