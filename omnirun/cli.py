@@ -33,8 +33,26 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
     flags = [a for a in argv if a in ("-m", "--multirun")]  # Hydra wants its flags before the overrides
-    sys.argv = [sys.argv[0], *flags, *(a for a in argv if a not in flags)]
+    overrides = [a for a in argv if a not in flags]
+    if flags:
+        try:
+            overrides += sweep_resume_overrides(overrides)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv = [sys.argv[0], *flags, *overrides]
     hydra_entry()
+
+
+def sweep_resume_overrides(overrides: list[str]) -> list[str]:
+    """`-m ... resume=<sweep dir>|latest` reruns into that sweep directory (finished jobs are skipped)."""
+    from omnirun import resume
+
+    values = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith(("+", "~")))
+    if "resume" not in values or values["resume"] in ("null", "None", ""):
+        return []
+    target = resume.sweep_dir(values["resume"], values.get("output.root", "outputs"))
+    return [f"hydra.sweep.dir={target}"]
 
 
 def preflight(overrides: list[str]) -> None:
@@ -147,7 +165,7 @@ def run_job(raw: Any) -> str:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from omnirun import outputs, runner
+    from omnirun import outputs, resume, runner
 
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
@@ -156,25 +174,44 @@ def run_job(raw: Any) -> str:
     resolved = OmegaConf.to_yaml(raw, resolve=True)
     run_dir: Path | None = None
     try:
-        if sweep:
+        if sweep:  # the job directory exists first, so that a failure below is recorded in it
             run_dir = Path(hc.runtime.output_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg.resume is not None and job_status(run_dir) == "completed":
+                print(f"job {run_dir.name}: already completed, skipped")
+                return "completed"
         data, info = runner.check(cfg)
-        if run_dir is None:
-            run_dir = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name)
+        if sweep:
+            resuming = cfg.resume is not None and (run_dir / "config.yaml").exists()
+        elif cfg.resume is not None:
+            run_dir, resuming = resume.find_run_dir(cfg), True
+        else:
+            run_dir, resuming = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name), False
         with file_log(run_dir / "omnirun.log"):
-            result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task))
-    except BaseException as exc:
+            result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task), resuming=resuming)
+    except KeyboardInterrupt as exc:
         if run_dir is not None:
             record_failure(run_dir, exc)
-        if sweep and isinstance(exc, Exception):
+        print(f"\ninterrupted; finished records are kept. Continue with: resume={run_dir}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if run_dir is not None:
+            record_failure(run_dir, exc)
+        if sweep:
             log.error("job %s failed: %s", run_dir, exc)
             return "failed"
-        if cfg.debug or not isinstance(exc, Exception):
+        if cfg.debug:
             raise
         report_and_exit(exc, run_dir)
     runner.print_summary(result, run_dir)
     return "completed"
+
+
+def job_status(run_dir: Path) -> str | None:
+    import json
+
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()).get("status") if path.exists() else None
 
 
 def report_and_exit(exc: Exception, run_dir: Path | None) -> NoReturn:
@@ -192,7 +229,7 @@ def report_and_exit(exc: Exception, run_dir: Path | None) -> NoReturn:
 def record_failure(run_dir: Path, exc: BaseException) -> None:
     from omnirun import outputs
 
-    (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc)))
+    (run_dir / "error.txt").write_text(outputs.redact("".join(traceback.format_exception(exc))))
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -215,12 +252,21 @@ def setup_logging(debug: bool) -> None:
         transformers.utils.logging.set_verbosity_error()
 
 
+class RedactingFormatter(logging.Formatter):
+    """Never lets a hub token into a log file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from omnirun.outputs import redact
+
+        return redact(super().format(record))
+
+
 @contextmanager
 def file_log(path: Path) -> Iterator[None]:
     """Log INFO and up into the run directory while the run lasts."""
     handler = logging.FileHandler(path)
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     try:

@@ -252,6 +252,11 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
     """Seed for every random generator (sampling is reproducible with a fixed seed)."""
+    resume: str | None = None
+    """Continue an interrupted run: its directory, or `latest` (the newest run of this task and model). In a
+    sweep (`-m`): a sweep directory or `latest`; finished jobs are skipped, unfinished ones continue."""
+    resume_force: bool = False
+    """Resume even when the config or the input differ from the interrupted run's."""
     debug: bool = False
     """Show full tracebacks instead of one-line errors."""
 

@@ -166,6 +166,8 @@ class RunMetrics:
     tpot_ms: dict[str, float] | None
     e2e_ms: dict[str, float] | None
     memory: dict[str, float | None] = field(default_factory=dict)
+    resumed_records: int = 0
+    """Records finished by earlier attempts of a resumed run; not counted in this run's figures."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
 
@@ -179,6 +181,7 @@ def summarize(
     generation_s: float,
     peak: MemoryPeak,
     model_footprint_mb: float | None,
+    resumed_records: int = 0,
     error: str | None = None,
 ) -> RunMetrics:
     """Aggregate per-record results (the outputs.jsonl rows) into run metrics."""
@@ -203,5 +206,6 @@ def summarize(
             "max_cuda_reserved_mb": peak.max_cuda_reserved_mb,
             "model_footprint_mb": model_footprint_mb,
         },
+        resumed_records=resumed_records,
         error=error,
     )

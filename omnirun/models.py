@@ -171,4 +171,7 @@ def describe_load_failure(source: ModelSource, exc: BaseException) -> ModelLoadE
             "If you are offline, use a local folder or .gguf file (model.name=/path/to/model) "
             f"or the bundled model (model={BUNDLED})"
         )
-    return ModelLoadError(f"model {source.name!r} could not be loaded from {source.path}: {first}")
+    hint = ""
+    if "safetensors" in str(exc) or "pytorch_model.bin" in str(exc):
+        hint = " (only safetensors/GGUF weights load by default; pickle .bin checkpoints need model.allow_pickle=true)"
+    return ModelLoadError(f"model {source.name!r} could not be loaded from {source.path}: {first}{hint}")

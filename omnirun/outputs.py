@@ -62,18 +62,24 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 class ResultWriter:
-    """Appends one JSON line per finished record to outputs.jsonl; `flush()` makes them durable (fsync)."""
+    """Appends one JSON line per finished record to outputs.jsonl. Rows are held until `flush()`, which
+    writes them in one call and fsyncs, so a killed run leaves whole windows (plus at most one torn line,
+    which resume drops)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = path.open("a", encoding="utf-8")
+        self._pending: list[str] = []
         self.rows: list[dict[str, Any]] = []
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._pending.append(json.dumps(row, ensure_ascii=False) + "\n")
         self.rows.append(row)
 
     def flush(self) -> None:
+        if self._pending:
+            self._file.write("".join(self._pending))
+            self._pending.clear()
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -112,4 +118,17 @@ def git_commit() -> str | None:
 def command_line() -> str:
     import shlex
 
-    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "omnirun", *sys.argv[1:]])
+    return redact(" ".join(shlex.quote(a) for a in [sys.executable, "-m", "omnirun", *sys.argv[1:]]))
+
+
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+
+
+def redact(text: str) -> str:
+    """Hide hub tokens: the values of the token variables and anything shaped like `hf_...`."""
+    for name in TOKEN_VARIABLES:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return _TOKEN.sub("hf_***", text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -11,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omnirun import hardware, inputs, metrics, outputs
+from omnirun import hardware, inputs, metrics, models, outputs, resume
 from omnirun.config import RunConfig, TaskName
 from omnirun.engine import TransformersEngine
 from omnirun.errors import ConfigError, InputError
@@ -25,6 +24,7 @@ def check(cfg: RunConfig) -> tuple[inputs.Inputs, hardware.HardwareInfo]:
     data = inputs.read(cfg.input, interactive_when_empty=cfg.task.name == TaskName.chat)
     if cfg.input.on_error == "fail" and data.problems:
         raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
+    models.resolve(cfg.model.name, cfg.model.gguf_file)  # a missing local path or .gguf fails here
     info = hardware.detect()
     hardware.plan(cfg.hardware, hardware.ModelSize(params=0), info)  # raises ConfigError for impossible requests
     return data, info
@@ -37,45 +37,74 @@ def run(
     info: hardware.HardwareInfo,
     resolved_yaml: str,
     overrides: list[str],
+    resuming: bool = False,
 ) -> metrics.RunMetrics:
-    """Run one job into `run_dir` (already created) on checked inputs. Raises on failure."""
+    """Run one job into `run_dir` on checked inputs; with `resuming`, continue the interrupted run there.
+    On Ctrl-C, what finished is kept and metrics.json says `interrupted`; the KeyboardInterrupt propagates."""
     started = time.perf_counter()
-    write_run_files(run_dir, resolved_yaml, overrides)
+    config_sha = resume.config_hash(cfg)
+    records = data.records
+    skipped = 0
+    if resuming:
+        resume.check_same_job(run_dir, config_sha, data.fingerprint, cfg.resume_force)
+        state = resume.finished_prefix(run_dir, data.records)
+        skipped, records = state.done, data.records[state.done :]
+        archive_previous_metrics(run_dir)
+        log.info("resuming %s: %d records done, %d to go", run_dir, skipped, len(records))
+        with (run_dir / "command.txt").open("a") as f:
+            f.write(outputs.command_line() + "\n")
+    else:
+        write_run_files(run_dir, resolved_yaml, overrides)
     seed_everything(cfg.seed)
-    task = str(cfg.task.name)
     engine = build_engine(cfg, info)
+    if cfg.task.name == TaskName.chat:
+        engine.load_tokenizer()  # before the weights: a model without a chat template fails fast
+        if not engine.has_chat_template():
+            raise ConfigError(
+                f"task=chat needs a chat template, and model {cfg.model.name!r} has none; use task=generate"
+            )
     writer = outputs.ResultWriter(run_dir / "outputs.jsonl")
+    status = "completed"
     with metrics.PeakMemory() as peak:
         with metrics.timed() as load:
             engine.load_model()
         assert engine.plan is not None
-        if cfg.task.name == TaskName.chat and not engine.has_chat_template():
-            raise ConfigError(
-                f"task=chat needs a chat template, and model {cfg.model.name!r} has none; use task=generate"
-            )
         batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
         ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt")
-        write_manifest(run_dir, cfg, engine, info, data, resolved_yaml)
-        with metrics.timed(engine.device) as gen, Progress(len(data.records), cfg.task.progress) as progress:
-            if data.source == "interactive":
-                conversation = run_interactive_chat(engine, ctx)
-                outputs.write_json(run_dir / "conversation.json", conversation)
-            else:
-                TASKS[task](engine, data.records, ctx, progress)
+        write_manifest(run_dir, cfg, engine, info, data, config_sha)
+        with metrics.timed(engine.device) as gen, Progress(len(records), cfg.task.progress) as progress:
+            try:
+                if data.source == "interactive":
+                    outputs.write_json(run_dir / "conversation.json", run_interactive_chat(engine, ctx))
+                else:
+                    TASKS[str(cfg.task.name)](engine, records, ctx, progress)
+            except KeyboardInterrupt:
+                status = "interrupted"
         writer.close()
         footprint = engine.memory().model_footprint_mb
     engine.unload_model()
     result = metrics.summarize(
         writer.rows,
-        status="completed",
+        status=status,
         load_model_s=load.seconds,
         total_s=time.perf_counter() - started,
         generation_s=gen.seconds,
         peak=peak,
         model_footprint_mb=footprint,
+        resumed_records=skipped,
     )
     outputs.write_json(run_dir / "metrics.json", result)
+    if status == "interrupted":
+        raise KeyboardInterrupt
     return result
+
+
+def archive_previous_metrics(run_dir: Path) -> None:
+    """Keep an interrupted attempt's metrics as metrics.attempt-N.json before the resumed run writes its own."""
+    current = run_dir / "metrics.json"
+    if current.exists():
+        n = 1 + sum(1 for _ in run_dir.glob("metrics.attempt-*.json"))
+        current.rename(run_dir / f"metrics.attempt-{n}.json")
 
 
 def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> TransformersEngine:
@@ -114,7 +143,7 @@ def write_manifest(
     engine: TransformersEngine,
     info: hardware.HardwareInfo,
     data: inputs.Inputs,
-    resolved_yaml: str,
+    config_sha: str,
 ) -> None:
     outputs.write_json(
         run_dir / "manifest.json",
@@ -134,7 +163,7 @@ def write_manifest(
                 "fingerprint": data.fingerprint,
                 "num_records": len(data.records),
             },
-            "config_sha256": hashlib.sha256(resolved_yaml.encode()).hexdigest(),
+            "config_sha256": config_sha,
         },
     )
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass
@@ -17,6 +18,8 @@ from omnirun.config import GenerationConfig, TaskConfig, TemplateMode
 from omnirun.engine.base import Completion, Engine
 from omnirun.inputs import Record
 from omnirun.outputs import ResultWriter
+
+log = logging.getLogger(__name__)
 
 WINDOW_BATCHES = 8
 """Records are reordered by length within windows of this many batches, then written in input order."""
@@ -119,40 +122,99 @@ def run_chat(engine: Engine, records: list[Record], ctx: TaskContext, progress: 
 
 def run_batches(engine: Engine, items: list[Prepared], ctx: TaskContext, progress: Any) -> None:
     """Generate in batches of `ctx.batch_size`; within a window, group equal params and similar lengths."""
-    window = ctx.batch_size * WINDOW_BATCHES
-    for start in range(0, len(items), window):
-        chunk = items[start : start + window]
+    start = 0
+    while start < len(items):
+        chunk = items[start : start + ctx.batch_size * WINDOW_BATCHES]  # batch_size may shrink after an OOM
+        start += len(chunk)
         done: dict[int, dict[str, Any]] = {}
         for item in chunk:
             if item.error is not None:
                 done[item.record.index] = row(item.record, None, item.error)
-        for batch in plan_batches([i for i in chunk if i.error is None], ctx.batch_size, ctx.task.sort_by_length):
-            first = batch[0]
-            assert first.params is not None
-            completions = engine.generate(
-                [i.text for i in batch],
-                first.params,
-                add_special_tokens=first.add_special_tokens,
-                seed=ctx.seed + first.record.index,
-            )
-            for item, completion in zip(batch, completions, strict=True):
-                done[item.record.index] = row(item.record, completion, None)
-            progress.update(len(batch), sum(c.output_tokens for c in completions))
+        runnable = [i for i in chunk if i.error is None]
+        for batch in plan_batches(runnable, lambda: ctx.batch_size, ctx.task.sort_by_length):
+            results, _ = generate_or_split(engine, batch, ctx)
+            for item, completion, error in results:
+                done[item.record.index] = row(item.record, completion, error)
+            progress.update(len(batch), sum(c.output_tokens for _, c, _ in results if c is not None))
         for item in chunk:
             emit(ctx, done[item.record.index])
         progress.update(sum(1 for i in chunk if i.error is not None), 0)
         ctx.writer.flush()
 
 
-def plan_batches(items: list[Prepared], size: int, sort: bool) -> Iterator[list[Prepared]]:
-    """Batches of items that share generation params and special-token handling, shortest first if `sort`."""
+Result = tuple[Prepared, Completion | None, str | None]
+
+
+def generate_or_split(
+    engine: Engine, batch: list[Prepared], ctx: TaskContext, top: bool = True
+) -> tuple[list[Result], int]:
+    """Generate a batch; if it runs out of memory, split it in halves and retry each. Returns the results and
+    the largest batch size that worked (0 if none); after an OOM, `ctx.batch_size` drops to that size for the
+    rest of the run. A single record that fails even alone gets an error line."""
+    first = batch[0]
+    assert first.params is not None
+    try:
+        completions = engine.generate(
+            [i.text for i in batch],
+            first.params,
+            add_special_tokens=first.add_special_tokens,
+            seed=ctx.seed + first.record.index,
+        )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_memory()
+        if len(batch) == 1:
+            return [(first, None, f"record {first.record.id}: out of memory even alone ({first_line(exc)})")], 0
+        half = len(batch) // 2
+        left, ok_left = generate_or_split(engine, batch[:half], ctx, top=False)
+        right, ok_right = generate_or_split(engine, batch[half:], ctx, top=False)
+        worked = max(ok_left, ok_right)
+        if top and 0 < worked < ctx.batch_size:
+            log.warning("out of memory at batch size %d; continuing with %d", len(batch), worked)
+            ctx.batch_size = worked
+        return left + right, worked
+    return [(item, c, None) for item, c in zip(batch, completions, strict=True)], len(batch)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, Python's MemoryError, or a CPU allocator failure."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def plan_batches(items: list[Prepared], size: Callable[[], int], sort: bool) -> Iterator[list[Prepared]]:
+    """Batches of items that share generation params and special-token handling, shortest first if `sort`.
+    `size()` is asked before each batch, so a batch size lowered after an OOM applies at once."""
     groups: dict[tuple[Any, ...], list[Prepared]] = {}
     for item in items:
         groups.setdefault((astuple(item.params), item.add_special_tokens), []).append(item)
     for group in groups.values():
         ordered = sorted(group, key=lambda i: i.n_tokens) if sort else group
-        for i in range(0, len(ordered), size):
-            yield ordered[i : i + size]
+        i = 0
+        while i < len(ordered):
+            n = size()
+            yield ordered[i : i + n]
+            i += n
 
 
 def run_stream(engine: Engine, records: list[Record], ctx: TaskContext, progress: Any) -> None:

@@ -89,6 +89,9 @@ class TransformersEngine:
         self.hardware_info = hardware_info
         self.model: Any = None
         self.tokenizer: Any = None
+        self._config: Any = None
+        self._path = ""
+        self._common: dict[str, Any] = {}
         self.plan: hardware.HardwarePlan | None = None
         self.source: models.ModelSource | None = None
         self.load_seconds: float | None = None
@@ -112,53 +115,56 @@ class TransformersEngine:
     def __exit__(self, *exc: object) -> None:
         self.unload_model()
 
+    def load_tokenizer(self) -> Any:
+        """Resolve the model (converting a GGUF file on first use) and load its config and tokenizer, without
+        the weights: enough to check a chat template before paying for the weights."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        import transformers
+
+        source = models.resolve(self.model_id, self.gguf_file)
+        path, gguf_file = source.path, source.gguf_file
+        if source.is_gguf:  # one loading path for everything: GGUF becomes a cached dense folder first
+            path, gguf_file = str(self._dense_copy(source)), None
+        common = {"revision": self.revision, "trust_remote_code": self.trust_remote_code, "cache_dir": self.cache_dir}
+        if gguf_file:
+            common["gguf_file"] = gguf_file
+        try:
+            self._config = transformers.AutoConfig.from_pretrained(path, **common)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+        except Exception as exc:  # hub unreachable, missing files, unsupported architecture, ...
+            raise models.describe_load_failure(source, exc) from exc
+        self.model_type = self.model_type or ("seq2seq" if self._config.is_encoder_decoder else "causal-lm")
+        prepare_tokenizer(tokenizer, self.model_type)
+        self.source, self._path, self._common, self.tokenizer = source, path, common, tokenizer
+        return tokenizer
+
     def load_model(self) -> TransformersEngine:
         """Resolve the model, plan the hardware, and load tokenizer and weights. A no-op when loaded."""
         if self.is_loaded:
             return self
         import torch
-        import transformers
 
         start = time.perf_counter()
-        source = models.resolve(self.model_id, self.gguf_file)
-        path, gguf_file = source.path, source.gguf_file
-        if source.is_gguf:  # one loading path for everything: GGUF becomes a cached dense folder first
-            path, gguf_file = str(self._dense_copy(source)), None
-        common = {
-            "revision": self.revision,
-            "trust_remote_code": self.trust_remote_code,
-            "cache_dir": self.cache_dir,
-        }
-        if gguf_file:
-            common["gguf_file"] = gguf_file
+        self.load_tokenizer()
+        assert self.source is not None
+        model_cls = self._model_class()
+        info = self.hardware_info or hardware.detect()
+        self.plan = hardware.plan(self.request, estimate_size(model_cls, self._config), info, auto=self.auto_config)
         try:
-            config = transformers.AutoConfig.from_pretrained(path, **common)
-            self.model_type = self.model_type or ("seq2seq" if config.is_encoder_decoder else "causal-lm")
-            model_cls = self._model_class()
-            size = estimate_size(model_cls, config)
-            info = self.hardware_info or hardware.detect()
-            self.plan = hardware.plan(self.request, size, info, auto=self.auto_config)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
-            model = model_cls.from_pretrained(path, **common, **self._weight_kwargs(torch))
+            model = model_cls.from_pretrained(self._path, **self._common, **self._weight_kwargs(torch))
         except (ConfigError, ModelLoadError):
             raise
-        except Exception as exc:  # hub unreachable, missing files, unsupported architecture, ...
-            raise models.describe_load_failure(source, exc) from exc
+        except Exception as exc:
+            raise models.describe_load_failure(self.source, exc) from exc
         if self.plan.device_map is None and self.plan.quantization is None:
             model.to(self.plan.device)
         model.eval()
-        prepare_tokenizer(tokenizer, self.model_type)
         if self.plan.num_threads:
             torch.set_num_threads(self.plan.num_threads)
-        self.model, self.tokenizer, self.source = model, tokenizer, source
+        self.model = model
         self.load_seconds = time.perf_counter() - start
-        log.info(
-            "loaded %s in %.2fs on %s (%s)",
-            self.model_id,
-            self.load_seconds,
-            self.plan.device,
-            self.plan.dtype,
-        )
+        log.info("loaded %s in %.2fs on %s (%s)", self.model_id, self.load_seconds, self.plan.device, self.plan.dtype)
         return self
 
     def _dense_copy(self, source: models.ModelSource) -> Path:
@@ -210,10 +216,9 @@ class TransformersEngine:
 
     def unload_model(self) -> None:
         """Drop the weights and tokenizer and give their memory back (RSS and CUDA cache)."""
-        if self.model is None:
+        if self.model is None and self.tokenizer is None:
             return
-        self.model = None
-        self.tokenizer = None
+        self.model = self.tokenizer = self._config = None
         release_memory()
 
     def _require_loaded(self) -> None:
@@ -251,7 +256,9 @@ class TransformersEngine:
         return self.default_generation.with_overrides(gen, prefix="")
 
     def has_chat_template(self) -> bool:
-        self._require_loaded()
+        """Whether the tokenizer has a chat template (needs `load_tokenizer()` or `load_model()` first)."""
+        if self.tokenizer is None:
+            raise RuntimeError(NOT_LOADED)
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
