@@ -25,6 +25,14 @@ log = logging.getLogger("omnirun")
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     register_configs()
+    reruns = [a for a in argv if a.startswith("rerun=")]
+    if reruns:
+        try:
+            rerun(reruns[0].split("=", 1)[1], [a for a in argv if a not in reruns])
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        return
     overrides = [a for a in argv if not a.startswith("-")]
     if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for a in argv):
         try:
@@ -159,36 +167,40 @@ def hydra_entry() -> None:
 
 
 def run_job(raw: Any) -> str:
-    """One Hydra job: build the run directory, run, record the outcome. In a sweep a failure is recorded
-    and the sweep goes on; a single run exits with the error's status."""
+    """One Hydra job: the typed config and where it runs, from Hydra's state."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    hc = HydraConfig.get()
+    sweep_job = Path(hc.runtime.output_dir) if hc.mode == RunMode.MULTIRUN else None
+    cfg = to_run_config(raw)
+    return execute(cfg, OmegaConf.to_yaml(raw, resolve=True), list(hc.overrides.task), sweep_job)
+
+
+def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path | None) -> str:
+    """Build the run directory, run, record the outcome. In a sweep (`sweep_job` set) a failure is recorded
+    and the sweep goes on; a single run exits with the error's status."""
     from omnirun import outputs, resume, runner
 
-    hc = HydraConfig.get()
-    sweep = hc.mode == RunMode.MULTIRUN
-    cfg = to_run_config(raw)
     setup_logging(cfg.debug)
-    resolved = OmegaConf.to_yaml(raw, resolve=True)
     run_dir: Path | None = None
     try:
-        if sweep:  # the job directory exists first, so that a failure below is recorded in it
-            run_dir = Path(hc.runtime.output_dir)
+        if sweep_job is not None:  # the job directory exists first, so that a failure below is recorded in it
+            run_dir = sweep_job
             run_dir.mkdir(parents=True, exist_ok=True)
             if cfg.resume is not None and job_status(run_dir) == "completed":
                 print(f"job {run_dir.name}: already completed, skipped")
                 return "completed"
         data, info = runner.check(cfg)
-        if sweep:
+        if run_dir is not None:
             resuming = cfg.resume is not None and (run_dir / "config.yaml").exists()
         elif cfg.resume is not None:
             run_dir, resuming = resume.find_run_dir(cfg), True
         else:
             run_dir, resuming = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name), False
         with file_log(run_dir / "omnirun.log"):
-            result = runner.run(cfg, run_dir, data, info, resolved, list(hc.overrides.task), resuming=resuming)
+            result = runner.run(cfg, run_dir, data, info, resolved, overrides, resuming=resuming)
     except KeyboardInterrupt as exc:
         if run_dir is not None:
             record_failure(run_dir, exc)
@@ -197,7 +209,7 @@ def run_job(raw: Any) -> str:
     except Exception as exc:
         if run_dir is not None:
             record_failure(run_dir, exc)
-        if sweep:
+        if sweep_job is not None:
             log.error("job %s failed: %s", run_dir, exc)
             return "failed"
         if cfg.debug:
@@ -205,6 +217,25 @@ def run_job(raw: Any) -> str:
         report_and_exit(exc, run_dir)
     runner.print_summary(result, run_dir)
     return "completed"
+
+
+def rerun(run_dir: str, overrides: list[str]) -> None:
+    """`python -m omnirun rerun=<run dir> [key=value ...]`: the run's saved config.yaml, run again into a new
+    run directory (a benchmark repeats with the same settings)."""
+    from omegaconf import OmegaConf
+
+    saved = Path(run_dir).expanduser() / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"rerun={run_dir!r} is not a run directory (no config.yaml there); check the path")
+    try:
+        raw = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(saved), OmegaConf.from_dotlist(overrides))
+        cfg = to_run_config(raw)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"rerun={run_dir!r}: {explain(exc)}") from None
+    cfg.resume = None
+    execute(cfg, OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True), [f"rerun={run_dir}", *overrides], None)
 
 
 def job_status(run_dir: Path) -> str | None:

@@ -39,6 +39,7 @@ class TaskName(StrEnum):
     chat = "chat"
     batch = "batch"
     stream = "stream"
+    benchmark = "benchmark"
 
 
 class TemplateMode(StrEnum):
@@ -207,6 +208,37 @@ class TaskConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    batch_size: int = 1
+    """Sequences per `generate` call."""
+    prompt_tokens: int = 32
+    """Length of each synthetic prompt, in tokens (random ids, fixed seed); ignored with real inputs."""
+    new_tokens: int = 32
+    """Tokens generated per sequence; forced (min_new_tokens = max_new_tokens)."""
+    warmup_runs: int = 2
+    """Calls made after the cold first call and before measuring; never reported."""
+    min_iterations: int = 10
+    """Measure at least this many calls..."""
+    min_duration_s: float = 10.0
+    """...and for at least this long (both must be reached)."""
+    max_iterations: int = 10_000
+    """Stop after this many calls even if min_duration_s is not reached."""
+    max_spread_pct: float = 10.0
+    """Flag the run as unstable when the generate phase's stdev exceeds this share of its mean."""
+
+    def validate(self) -> None:
+        for name in ("batch_size", "prompt_tokens", "new_tokens", "min_iterations", "max_iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"benchmark.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_runs < 0 or self.min_duration_s < 0:
+            raise ConfigError("benchmark.warmup_runs and benchmark.min_duration_s must be >= 0")
+        if self.max_iterations < self.min_iterations:
+            raise ConfigError(
+                f"benchmark.max_iterations ({self.max_iterations}) must be >= min_iterations ({self.min_iterations})"
+            )
+
+
+@dataclass
 class InputConfig:
     path: str | None = None
     """A JSONL file: one object a line with `prompt` or `messages`, optional `id` and generation overrides."""
@@ -250,6 +282,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     seed: int = 0
     """Seed for every random generator (sampling is reproducible with a fixed seed)."""
     resume: str | None = None
@@ -267,6 +300,7 @@ class RunConfig:
         self.generation.validate()
         self.task.validate()
         self.input.validate()
+        self.benchmark.validate()
         if self.task.name == TaskName.stream and self.generation.num_beams > 1:
             raise ConfigError(
                 f"task=stream cannot use beam search (generation.num_beams={self.generation.num_beams}); "

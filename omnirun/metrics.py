@@ -168,6 +168,8 @@ class RunMetrics:
     memory: dict[str, float | None] = field(default_factory=dict)
     resumed_records: int = 0
     """Records finished by earlier attempts of a resumed run; not counted in this run's figures."""
+    benchmark: dict[str, Any] | None = None
+    """task=benchmark only: headline throughputs (the full report is benchmark.json)."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from omnirun import outputs
-from omnirun.config import RunConfig
+from omnirun.config import OutputConfig, RunConfig
 from omnirun.errors import ConfigError
 from omnirun.inputs import Record
 
@@ -30,8 +30,16 @@ class Resumed:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 of what determines a run's outputs: the config without resume/debug/progress switches."""
-    same = replace(cfg, resume=None, resume_force=False, debug=False, task=replace(cfg.task, progress=True))
+    """sha256 of what determines a run's outputs: the config without resume/debug/progress switches and
+    without output.root (a moved output folder is the same job)."""
+    same = replace(
+        cfg,
+        resume=None,
+        resume_force=False,
+        debug=False,
+        task=replace(cfg.task, progress=True),
+        output=OutputConfig(),
+    )
     return hashlib.sha256(json.dumps(asdict(same), sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -6,11 +6,12 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omnirun import hardware, inputs, metrics, models, outputs, resume
+from omnirun import benchmark, hardware, inputs, metrics, models, outputs, resume, tasks
 from omnirun.config import RunConfig, TaskName
 from omnirun.engine import TransformersEngine
 from omnirun.errors import ConfigError, InputError
@@ -57,6 +58,8 @@ def run(
         write_run_files(run_dir, resolved_yaml, overrides)
     seed_everything(cfg.seed)
     engine = build_engine(cfg, info)
+    if cfg.task.name == TaskName.benchmark:
+        return run_benchmark(cfg, run_dir, engine, data, info, config_sha, started)
     if cfg.task.name == TaskName.chat:
         engine.load_tokenizer()  # before the weights: a model without a chat template fails fast
         if not engine.has_chat_template():
@@ -97,6 +100,103 @@ def run(
     if status == "interrupted":
         raise KeyboardInterrupt
     return result
+
+
+def run_benchmark(
+    cfg: RunConfig,
+    run_dir: Path,
+    engine: TransformersEngine,
+    data: inputs.Inputs,
+    info: hardware.HardwareInfo,
+    config_sha: str,
+    started: float,
+) -> metrics.RunMetrics:
+    """task=benchmark: load (timed), then benchmark.measure; writes benchmark.json/.md and metrics.json."""
+    before = benchmark.machine_load()
+    with metrics.PeakMemory() as load_mem, metrics.timed() as load:
+        engine.load_model()
+    write_manifest(run_dir, cfg, engine, info, data, config_sha)
+    bench = cfg.benchmark
+    batches, source = benchmark_batches(cfg, engine, data)
+    params = benchmark.forced_params(cfg.generation, bench)
+    loop = benchmark.measure(engine, batches, params, bench, seed=cfg.seed)
+    report = benchmark.summarize(loop, load.seconds, load_mem)
+    after = benchmark.machine_load()
+    gen = report["phases"]["generate"]
+    footprint = engine.memory().model_footprint_mb
+    engine.unload_model()
+    full = {
+        "schema_version": benchmark.SCHEMA_VERSION,
+        "model": cfg.model.name,
+        "workload": {
+            "source": source,
+            "batch_size": bench.batch_size,
+            "prompt_tokens": bench.prompt_tokens if source == "synthetic" else None,
+            "new_tokens": bench.new_tokens,
+            **report["tokens"],
+        },
+        "settings": {
+            "warmup_runs": bench.warmup_runs,
+            "min_iterations": bench.min_iterations,
+            "min_duration_s": bench.min_duration_s,
+            "do_sample": params.do_sample,
+        },
+        "plan": asdict(engine.plan) if engine.plan else None,
+        "phases": report["phases"],
+        "memory": {**report["memory"], "model_footprint_mb": footprint},
+        "stability": benchmark.stability(before, after, gen["stdev_pct"], bench.max_spread_pct),
+        "definitions": benchmark.DEFINITIONS,
+    }
+    benchmark.write_report(run_dir, full)
+    total_out = report["tokens"]["output_tokens_per_call"] * gen["count"]
+    result = metrics.RunMetrics(
+        status="completed",
+        load_model_s=load.seconds,
+        total_s=time.perf_counter() - started,
+        generation_s=gen["mean"] * gen["count"],
+        num_samples=gen["count"] * report["tokens"]["batch_size"],
+        num_errors=0,
+        input_tokens=int(report["tokens"]["input_tokens_per_call"] * gen["count"]),
+        output_tokens=int(total_out),
+        output_tokens_per_s=gen["tokens_per_s"],
+        ttft_ms=_ms(report["phases"]["prefill"]),
+        tpot_ms=_ms(report["phases"]["per_token"]),
+        e2e_ms=_ms(gen),
+        memory={**{k: v for k, v in report["memory"]["generate"].items()}, "model_footprint_mb": footprint},
+        benchmark={
+            "prefill_tokens_per_s": report["phases"]["prefill"]["prefill_tokens_per_s"],
+            "decode_tokens_per_s": report["phases"]["decode"]["decode_tokens_per_s"],
+            "samples_per_s": gen["samples_per_s"],
+            "generate_p50_ms": gen["p50"] * 1e3,
+            "unstable": full["stability"]["unstable"],
+        },
+    )
+    outputs.write_json(run_dir / "metrics.json", result)
+    print(f"benchmark: {run_dir / 'benchmark.md'}")
+    return result
+
+
+def _ms(stats: dict[str, float]) -> dict[str, float] | None:
+    if not stats["count"]:
+        return None
+    return {k: stats[k] * 1e3 for k in ("mean", "p50", "p90", "p99")}
+
+
+def benchmark_batches(
+    cfg: RunConfig, engine: TransformersEngine, data: inputs.Inputs
+) -> tuple[Callable[[int], list[list[int]]], str]:
+    """Token-id batches for call number i: synthetic prompts of an exact length, or the real inputs cycled."""
+    size = cfg.benchmark.batch_size
+    tok = engine.tokenizer
+    if data.source in ("jsonl", "dataset"):
+        prompts = [tasks.render(engine, r, cfg.task, chat=False) for r in data.records if r.error is None]
+        if not prompts:
+            raise InputError("task=benchmark: the input has no usable record")
+        ids = [tok(text, add_special_tokens=special)["input_ids"] for text, special in prompts]
+        return (lambda i: [ids[(i * size + j) % len(ids)] for j in range(size)]), "inputs"
+    special = set(tok.all_special_ids)
+    batch = benchmark.synthetic_prompts(len(tok), special, size, cfg.benchmark.prompt_tokens, cfg.seed)
+    return (lambda i: batch), "synthetic"
 
 
 def archive_previous_metrics(run_dir: Path) -> None:

@@ -43,6 +43,8 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row["ttft_ms_p50"] = (metrics.get("ttft_ms") or {}).get("p50")
         row["e2e_ms_p50"] = (metrics.get("e2e_ms") or {}).get("p50")
         row["max_rss_mb"] = (metrics.get("memory") or {}).get("max_rss_mb")
+        for key, value in (metrics.get("benchmark") or {}).items():
+            row[key] = value
         row["error"] = metrics.get("error")
         rows.append(row)
     return rows
@@ -52,7 +54,8 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = job_rows(sweep_dir)
     if not rows:
         return rows
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # failed jobs may lack benchmark columns
+    rows = [{c: r.get(c) for c in columns} for r in rows]
     with (sweep_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()

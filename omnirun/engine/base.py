@@ -25,7 +25,8 @@ class Completion:
     ttft_s: float | None = None
     """Time from the call's start until its first new token existed (shared within a batch)."""
     token_times_s: list[float] = field(default_factory=list)
-    """Stream only: seconds from the call's start at which each new token was produced."""
+    """Seconds from the call's start at which each new token was produced (shared within a batch;
+    empty under beam search)."""
 
 
 @dataclass

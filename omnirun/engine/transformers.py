@@ -310,26 +310,38 @@ class TransformersEngine:
     ) -> list[Completion]:
         """One `model.generate` call over `texts` (one batch, left-padded for decoder-only models)."""
         self._require_loaded()
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        return self._generate_encoded(enc, params, seed)
+
+    def generate_ids(
+        self, ids: list[list[int]], params: GenerationConfig, *, seed: int | None = None
+    ) -> list[Completion]:
+        """Like `generate`, from token ids (e.g. synthetic prompts of an exact length)."""
+        self._require_loaded()
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+        return self._generate_encoded(enc, params, seed)
+
+    def _generate_encoded(self, enc: Any, params: GenerationConfig, seed: int | None) -> list[Completion]:
         import torch
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         enc = enc.to(self.model.device)
         input_tokens = enc["attention_mask"].sum(dim=1).tolist()
         if seed is not None:
             torch.manual_seed(seed)
-        timer = FirstTokenTimer() if params.num_beams == 1 else None
+        timer = StepTimer() if params.num_beams == 1 else None
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=self._generation_config(params), streamer=timer)
         synchronize(self.device)
         e2e = time.perf_counter() - start
         new = out[:, enc["input_ids"].shape[1] :] if self.model_type == "causal-lm" else out[:, 1:]
-        ttft = timer.first_token_at - start if timer and timer.first_token_at else None
+        steps = [t - start for t in timer.token_times] if timer else []
         completions = []
         for row, n_in in zip(new.tolist(), input_tokens, strict=True):
             tokens, finish = self._trim(row, params.max_new_tokens)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions.append(Completion(text, int(n_in), len(tokens), finish, e2e, ttft))
+            ttft = steps[0] if steps else None
+            completions.append(Completion(text, int(n_in), len(tokens), finish, e2e, ttft, steps[: len(tokens)]))
         return completions
 
     def stream_tokens(
@@ -505,17 +517,19 @@ def logits_processors(params: GenerationConfig, prompt_len: int, eos: list[int],
     return procs
 
 
-class FirstTokenTimer:
-    """A `generate` streamer that only notes when the first new token appeared (same thread, ~no cost)."""
+class StepTimer:
+    """A `generate` streamer that notes when each decoding step produced its tokens (same thread, ~no cost;
+    on CUDA, generate hands it tokens already copied to the CPU, so the times are synchronized)."""
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.first_token_at: float | None = None
+        self.prompt_seen = False
+        self.token_times: list[float] = []
 
     def put(self, value: Any) -> None:
-        self.calls += 1
-        if self.calls == 2:  # call 1 is the prompt; call 2 the first generated token
-            self.first_token_at = time.perf_counter()
+        if not self.prompt_seen:  # the first call carries the prompt (or the decoder start token)
+            self.prompt_seen = True
+            return
+        self.token_times.append(time.perf_counter())
 
     def end(self) -> None:
         pass
