@@ -272,6 +272,12 @@ class InputConfig:
 class OutputConfig:
     root: str = "outputs"
     """Where run directories go: <root>/<task>/<model>/<timestamp>/."""
+    openai_batch: bool | None = None
+    """Also write batch_output.jsonl in the OpenAI Batch API format; null: when the input is in that format."""
+    dataset: bool = False
+    """Also write the results as a Hugging Face dataset (dataset/, save_to_disk) and outputs.parquet."""
+    push_to_hub: str | None = None
+    """A hub repo id to push that dataset to (needs output.dataset=true and a hub token)."""
 
 
 @dataclass
@@ -301,6 +307,8 @@ class RunConfig:
         self.task.validate()
         self.input.validate()
         self.benchmark.validate()
+        if self.output.push_to_hub and not self.output.dataset:
+            raise ConfigError("output.push_to_hub needs output.dataset=true (the dataset is what gets pushed)")
         if self.task.name == TaskName.stream and self.generation.num_beams > 1:
             raise ConfigError(
                 f"task=stream cannot use beam search (generation.num_beams={self.generation.num_beams}); "

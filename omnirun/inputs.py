@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnirun import formats
 from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import ConfigError, InputError
 
@@ -31,8 +32,12 @@ class Record:
     messages: list[dict[str, str]] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     """Per-record generation parameters (validated against GenerationConfig)."""
+    template: bool | None = None
+    """Force (True) or forbid (False) the chat template for a plain prompt; None follows task.chat_template."""
     error: str | None = None
     """Why this record cannot be run; it is written as an error line instead."""
+    openai: bool = False
+    """Read from an OpenAI Batch API request line."""
 
     def as_input(self) -> dict[str, Any]:
         """The input fields echoed into outputs.jsonl."""
@@ -46,6 +51,8 @@ class Inputs:
     """`jsonl`, `dataset`, `prompt` (one prompt from the command line or the default) or `interactive`."""
     fingerprint: str | None
     """sha256 of the input file, the dataset's fingerprint, or of the prompt text."""
+    openai: bool = False
+    """The input lines are OpenAI Batch API requests (so the results are also written in that format)."""
 
     @property
     def problems(self) -> list[str]:
@@ -57,7 +64,7 @@ def read(cfg: InputConfig, interactive_when_empty: bool = False) -> Inputs:
     session when `interactive_when_empty` (the chat task) and no input.prompt is set."""
     if cfg.path is not None:
         records, fingerprint = read_jsonl(Path(cfg.path), cfg.id_field)
-        inputs = Inputs(records, "jsonl", fingerprint)
+        inputs = Inputs(records, "jsonl", fingerprint, openai=any(r.openai for r in records))
     elif cfg.dataset is not None:
         inputs = read_dataset(cfg)
     elif cfg.prompt is None and interactive_when_empty:
@@ -111,7 +118,16 @@ def parse_line(raw: bytes, lineno: int, index: int, id_field: str) -> Record:
 
 
 def make_record(index: int, default_id: str, obj: dict[str, Any], id_field: str = "id") -> Record:
-    """Validate one input object: an id, `prompt` (non-empty string) or `messages`, generation overrides."""
+    """Validate one input object: an id, `prompt` (non-empty string) or `messages`, generation overrides.
+    An OpenAI Batch API request (`custom_id`, `body`) is translated first."""
+    if formats.is_openai_request(obj):
+        obj, problem = formats.from_openai_request(obj)
+        if problem:
+            return Record(index, str(obj["id"]), error=problem, openai=True)
+        record = make_record(index, default_id, obj)
+        record.openai = True
+        record.template = obj.get("template")
+        return record
     raw_id = obj.get(id_field)
     rid = default_id if raw_id is None else str(raw_id)
     record = Record(index, rid)

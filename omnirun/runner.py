@@ -11,10 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omnirun import benchmark, hardware, inputs, metrics, models, outputs, resume, tasks
+from omnirun import benchmark, formats, hardware, inputs, metrics, models, outputs, resume, tasks
 from omnirun.config import RunConfig, TaskName
 from omnirun.engine import TransformersEngine
-from omnirun.errors import ConfigError, InputError
+from omnirun.errors import ConfigError, InputError, OmnirunError
 from omnirun.tasks import TASKS, TaskContext, run_interactive_chat
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,22 @@ def run(
     outputs.write_json(run_dir / "metrics.json", result)
     if status == "interrupted":
         raise KeyboardInterrupt
+    write_formats(cfg, run_dir, data, resolved_yaml, result)
     return result
+
+
+def write_formats(
+    cfg: RunConfig, run_dir: Path, data: inputs.Inputs, resolved_yaml: str, result: metrics.RunMetrics
+) -> None:
+    """The optional copies of the results in standard formats."""
+    openai = cfg.output.openai_batch if cfg.output.openai_batch is not None else data.openai
+    if openai:
+        formats.write_openai_batch(run_dir, cfg.model.name)
+    if cfg.output.dataset:
+        try:
+            formats.write_dataset(run_dir, resolved_yaml, asdict(result), cfg.output.push_to_hub)
+        except Exception as exc:
+            raise OmnirunError(f"output.dataset: writing or pushing the dataset failed: {exc}") from exc
 
 
 def run_benchmark(

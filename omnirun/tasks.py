@@ -72,6 +72,8 @@ def render(engine: Engine, record: Record, task: TaskConfig, *, chat: bool) -> t
     use_template = chat or messages is not None or task.chat_template == TemplateMode.always
     if not use_template and task.chat_template == TemplateMode.auto:
         use_template = engine.has_chat_template()
+    if record.template is not None and messages is None and not chat:
+        use_template = record.template
     if not use_template:
         return record.prompt or "", True
     if messages is None:

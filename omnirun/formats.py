@@ -1,0 +1,125 @@
+"""Standard formats: the OpenAI Batch API JSONL (also vLLM's `run-batch`) and Hugging Face datasets.
+
+OpenAI batch input lines look like
+`{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "...", "messages": [...],
+"max_tokens": 50}}` (or `/v1/completions` with `body.prompt`). The output, `batch_output.jsonl`, has one line per
+request: `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}` with a
+`chat.completion` or `text_completion` body and its `usage`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omnirun import outputs
+
+CHAT_URL = "/v1/chat/completions"
+COMPLETIONS_URL = "/v1/completions"
+
+BODY_TO_GENERATION = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "repetition_penalty": "repetition_penalty",
+    "min_tokens": "min_new_tokens",
+}
+IGNORED_BODY_KEYS = frozenset({"model", "messages", "prompt", "user", "stream", "n", "seed", "metadata", "store"})
+
+
+def is_openai_request(obj: dict[str, Any]) -> bool:
+    return "custom_id" in obj and isinstance(obj.get("body"), dict)
+
+
+def from_openai_request(obj: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An OpenAI batch request as omnirun's record fields (`id`, `messages`/`prompt`, generation overrides,
+    `template`), and a problem if the request asks for something omnirun cannot do."""
+    body = obj["body"]
+    url = obj.get("url", CHAT_URL)
+    record: dict[str, Any] = {"id": obj["custom_id"]}
+    if url == CHAT_URL:
+        record["messages"] = body.get("messages")
+    elif url == COMPLETIONS_URL:
+        record["prompt"] = body.get("prompt")
+        record["template"] = False  # a completions request is a raw prompt, as in OpenAI's API
+    else:
+        return record, f"url {url!r} is not supported; use {CHAT_URL} or {COMPLETIONS_URL}"
+    if body.get("n", 1) != 1:
+        return record, "body.n other than 1 is not supported"
+    for key, value in body.items():
+        if key in BODY_TO_GENERATION:
+            record[BODY_TO_GENERATION[key]] = value
+        elif key not in IGNORED_BODY_KEYS:
+            return record, f"body.{key} is not supported"
+    if "temperature" in body:
+        record["do_sample"] = body["temperature"] > 0
+        if body["temperature"] == 0:
+            del record["temperature"]  # greedy
+    return record, None
+
+
+def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[str, Any]:
+    """One outputs.jsonl row as an OpenAI batch output line."""
+    request_id = f"omnirun-{uuid.uuid4().hex[:24]}"
+    line: dict[str, Any] = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": row["id"]}
+    if row.get("error") is not None:
+        line["response"] = {"status_code": 400, "request_id": request_id, "body": None}
+        line["error"] = {"code": "invalid_request", "message": row["error"]}
+        return line
+    usage = {
+        "prompt_tokens": row["input_tokens"],
+        "completion_tokens": row["output_tokens"],
+        "total_tokens": row["input_tokens"] + row["output_tokens"],
+    }
+    if "messages" in row:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": row["output"]}}
+        body = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion"}
+    else:
+        choice = {"index": 0, "text": row["output"]}
+        body = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion"}
+    choice["finish_reason"] = row["finish_reason"]
+    body.update({"created": created, "model": model, "choices": [choice], "usage": usage})
+    line["response"] = {"status_code": 200, "request_id": request_id, "body": body}
+    line["error"] = None
+    return line
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "outputs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def write_openai_batch(run_dir: Path, model: str) -> Path:
+    """batch_output.jsonl from the run's outputs.jsonl (all of it, also after a resume)."""
+    created = int(time.time())
+    path = run_dir / "batch_output.jsonl"
+    lines = (json.dumps(to_openai_response(r, model, created), ensure_ascii=False) for r in read_rows(run_dir))
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def write_dataset(run_dir: Path, config_yaml: str, metrics: dict[str, Any], push_to: str | None = None) -> Path:
+    """The run's results as a Hugging Face dataset (`dataset/`, save_to_disk) and `outputs.parquet`, with the
+    config and metrics in the dataset's description; pushed to the hub when `push_to` names a repo."""
+    import datasets
+
+    rows = read_rows(run_dir)
+    columns = ("id", "prompt", "messages", "output", "input_tokens", "output_tokens", "finish_reason", "error")
+    table = {
+        c: [json.dumps(r[c]) if c == "messages" and r.get(c) is not None else r.get(c) for r in rows] for c in columns
+    }
+    info = datasets.DatasetInfo(
+        description=json.dumps({"config": config_yaml, "metrics": outputs.to_jsonable(metrics)}),
+    )
+    ds = datasets.Dataset.from_dict(table, info=info)
+    folder = run_dir / "dataset"
+    ds.save_to_disk(str(folder))
+    ds.to_parquet(str(run_dir / "outputs.parquet"))
+    if push_to:
+        ds.push_to_hub(push_to)
+    return folder
