@@ -18,7 +18,7 @@ from omnirun.config import RunConfig, register_configs
 from omnirun.errors import ConfigError, OmnirunError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-GROUPS = ("model", "hardware", "generation", "task")
+GROUPS = ("model", "hardware", "generation", "task", "tracking")
 log = logging.getLogger("omnirun")
 
 
@@ -181,9 +181,12 @@ def run_job(raw: Any) -> str:
 def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path | None) -> str:
     """Build the run directory, run, record the outcome. In a sweep (`sweep_job` set) a failure is recorded
     and the sweep goes on; a single run exits with the error's status."""
-    from omnirun import outputs, resume, runner
+    from omnirun import distributed, outputs, resume, runner
 
     setup_logging(cfg.debug)
+    rank = distributed.current()
+    if rank is not None and (sweep_job is not None or cfg.resume is not None or str(cfg.task.name) == "benchmark"):
+        report_and_exit(ConfigError("a data-parallel launch runs one job: no sweep, resume or task=benchmark"), None)
     run_dir: Path | None = None
     try:
         if sweep_job is not None:  # the job directory exists first, so that a failure below is recorded in it
@@ -198,9 +201,13 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
         elif cfg.resume is not None:
             run_dir, resuming = resume.find_run_dir(cfg), True
         else:
-            run_dir, resuming = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name), False
-        with file_log(run_dir / "omnirun.log"):
-            result = runner.run(cfg, run_dir, data, info, resolved, overrides, resuming=resuming)
+            main_dir = None
+            if rank is None or rank.is_main:
+                main_dir = outputs.new_run_dir(cfg.output.root, str(cfg.task.name), cfg.model.name)
+            run_dir, resuming = distributed.from_main(main_dir, rank), False
+        log_name = "omnirun.log" if rank is None else f"omnirun.rank{rank.index}.log"
+        with file_log(run_dir / log_name):
+            result = runner.run(cfg, run_dir, data, info, resolved, overrides, resuming=resuming, rank=rank)
     except KeyboardInterrupt as exc:
         if run_dir is not None:
             record_failure(run_dir, exc)
@@ -215,7 +222,8 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
         if cfg.debug:
             raise
         report_and_exit(exc, run_dir)
-    runner.print_summary(result, run_dir)
+    if rank is None or rank.is_main:
+        runner.print_summary(result, run_dir)
     return "completed"
 
 

@@ -281,6 +281,25 @@ class OutputConfig:
 
 
 @dataclass
+class TrackingConfig:
+    backend: str | None = None
+    """`mlflow` to log params and metrics of every run; null for none."""
+    uri: str | None = None
+    """MLflow tracking URI; null: a file store in <output.root>/mlruns."""
+    experiment: str = "omnirun"
+    """MLflow experiment name."""
+
+    def validate(self) -> None:
+        if self.backend not in (None, "mlflow"):
+            raise ConfigError(f"tracking.backend must be mlflow or null, got {self.backend!r}")
+        if self.backend == "mlflow":
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise ConfigError('tracking=mlflow needs MLflow: pip install "omnirun[tracking]" (mlflow-skinny)')
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -289,6 +308,7 @@ class RunConfig:
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     """Seed for every random generator (sampling is reproducible with a fixed seed)."""
     resume: str | None = None
@@ -307,6 +327,7 @@ class RunConfig:
         self.task.validate()
         self.input.validate()
         self.benchmark.validate()
+        self.tracking.validate()
         if self.output.push_to_hub and not self.output.dataset:
             raise ConfigError("output.push_to_hub needs output.dataset=true (the dataset is what gets pushed)")
         if self.task.name == TaskName.stream and self.generation.num_beams > 1:

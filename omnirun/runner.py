@@ -11,11 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omnirun import benchmark, formats, hardware, inputs, metrics, models, outputs, resume, tasks
+from omnirun import benchmark, distributed, formats, hardware, inputs, metrics, models, outputs, resume, tasks, tracking
 from omnirun.config import RunConfig, TaskName
 from omnirun.engine import TransformersEngine
 from omnirun.errors import ConfigError, InputError, OmnirunError
-from omnirun.tasks import TASKS, TaskContext, run_interactive_chat
+from omnirun.tasks import TASKS, WINDOW_BATCHES, TaskContext, run_interactive_chat
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,11 @@ def run(
     resolved_yaml: str,
     overrides: list[str],
     resuming: bool = False,
+    rank: distributed.Rank | None = None,
 ) -> metrics.RunMetrics:
     """Run one job into `run_dir` on checked inputs; with `resuming`, continue the interrupted run there.
-    On Ctrl-C, what finished is kept and metrics.json says `interrupted`; the KeyboardInterrupt propagates."""
+    On Ctrl-C, what finished is kept and metrics.json says `interrupted`; the KeyboardInterrupt propagates.
+    Under a data-parallel launch (`rank`), each rank runs its shard; rank 0 merges and writes the metrics."""
     started = time.perf_counter()
     config_sha = resume.config_hash(cfg)
     records = data.records
@@ -54,7 +56,7 @@ def run(
         log.info("resuming %s: %d records done, %d to go", run_dir, skipped, len(records))
         with (run_dir / "command.txt").open("a") as f:
             f.write(outputs.command_line() + "\n")
-    else:
+    elif rank is None or rank.is_main:
         write_run_files(run_dir, resolved_yaml, overrides)
     seed_everything(cfg.seed)
     engine = build_engine(cfg, info)
@@ -66,7 +68,7 @@ def run(
             raise ConfigError(
                 f"task=chat needs a chat template, and model {cfg.model.name!r} has none; use task=generate"
             )
-    writer = outputs.ResultWriter(run_dir / "outputs.jsonl")
+    writer = outputs.ResultWriter(distributed.shard_file(run_dir, rank))
     status = "completed"
     with metrics.PeakMemory() as peak:
         with metrics.timed() as load:
@@ -74,8 +76,11 @@ def run(
         assert engine.plan is not None
         batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
         ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt")
-        write_manifest(run_dir, cfg, engine, info, data, config_sha)
-        with metrics.timed(engine.device) as gen, Progress(len(records), cfg.task.progress) as progress:
+        records = distributed.shard(records, rank, unit=batch_size * WINDOW_BATCHES)
+        if rank is None or rank.is_main:
+            write_manifest(run_dir, cfg, engine, info, data, config_sha)
+        show_progress = cfg.task.progress and (rank is None or rank.is_main)
+        with metrics.timed(engine.device) as gen, Progress(len(records), show_progress) as progress:
             try:
                 if data.source == "interactive":
                     outputs.write_json(run_dir / "conversation.json", run_interactive_chat(engine, ctx))
@@ -86,21 +91,38 @@ def run(
         writer.close()
         footprint = engine.memory().model_footprint_mb
     engine.unload_model()
+    rows, generation_s = writer.rows, gen.seconds
+    if rank is not None:  # every rank's rows and timings, merged on rank 0 in input order
+        shards = distributed.gather((writer.rows, gen.seconds, peak.max_rss_mb), rank)
+        distributed.barrier(rank)
+        if rank.is_main:
+            distributed.merge_shards(run_dir, rank.world)
+        rows = [r for shard_rows, _, _ in shards for r in shard_rows]
+        generation_s = max(seconds for _, seconds, _ in shards)  # the ranks run side by side
+        peak.max_rss_mb = max(rss for _, _, rss in shards)
     result = metrics.summarize(
-        writer.rows,
+        rows,
         status=status,
         load_model_s=load.seconds,
         total_s=time.perf_counter() - started,
-        generation_s=gen.seconds,
+        generation_s=generation_s,
         peak=peak,
         model_footprint_mb=footprint,
         resumed_records=skipped,
     )
+    if rank is not None and not rank.is_main:
+        return result
     outputs.write_json(run_dir / "metrics.json", result)
     if status == "interrupted":
         raise KeyboardInterrupt
     write_formats(cfg, run_dir, data, resolved_yaml, result)
+    track(cfg, run_dir)
     return result
+
+
+def track(cfg: RunConfig, run_dir: Path) -> None:
+    """Log the finished run to the tracking backend, if one is configured."""
+    tracking.log_run(cfg.tracking, cfg.output.root, run_dir, outputs.to_jsonable(asdict(cfg)))
 
 
 def write_formats(
@@ -187,6 +209,7 @@ def run_benchmark(
         },
     )
     outputs.write_json(run_dir / "metrics.json", result)
+    track(cfg, run_dir)
     print(f"benchmark: {run_dir / 'benchmark.md'}")
     return result
 

@@ -27,6 +27,8 @@ class Completion:
     token_times_s: list[float] = field(default_factory=list)
     """Seconds from the call's start at which each new token was produced (shared within a batch;
     empty under beam search)."""
+    token_ids: list[int] = field(default_factory=list)
+    """The generated token ids (what `output_tokens` counts)."""
 
 
 @dataclass

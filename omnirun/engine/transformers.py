@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omnirun import hardware, models
+from omnirun import hardware, models, optimize
 from omnirun.config import Device, DType, GenerationConfig, HardwareConfig, Quantization
 from omnirun.engine.base import Completion, MemoryReport
 from omnirun.errors import ConfigError, ModelLoadError
@@ -36,6 +36,8 @@ class TransformersEngine:
 
     `auto_config=True` lets the hardware planner choose device, dtype, quantization and batch size for the
     values left at `auto`; `auto_config=False` uses the given values as they are (fp32 on CPU, CUDA if present).
+    `optimize=True` (with auto_config) also applies the planner's measured CPU speed-up: Linear layers as dynamic
+    int8 when the model runs in fp32 on the CPU (`plan.cpu_int8`); `optimize=False` keeps plain fp32.
     Generation defaults follow the seed table: max_new_tokens=100, temperature=0.7, top_p=0.9, top_k=50,
     repetition_penalty=1.0, do_sample=True.
     """
@@ -61,6 +63,8 @@ class TransformersEngine:
         num_threads: int | None = None,
         generation: GenerationConfig | None = None,
         hardware_info: hardware.HardwareInfo | None = None,
+        optimize: bool = True,
+        backend_reason: str | None = None,
     ) -> None:
         if model_type is not None and model_type not in ("causal-lm", "seq2seq"):
             raise ValueError(f"model_type must be 'causal-lm', 'seq2seq' or None, got {model_type!r}")
@@ -87,6 +91,8 @@ class TransformersEngine:
         self.default_generation = generation or GenerationConfig()
         self.default_generation.validate(prefix="")
         self.hardware_info = hardware_info
+        self.optimize = optimize
+        self.backend_reason = backend_reason
         self.model: Any = None
         self.tokenizer: Any = None
         self._config: Any = None
@@ -150,7 +156,14 @@ class TransformersEngine:
         assert self.source is not None
         model_cls = self._model_class()
         info = self.hardware_info or hardware.detect()
-        self.plan = hardware.plan(self.request, estimate_size(model_cls, self._config), info, auto=self.auto_config)
+        self.plan = hardware.plan(
+            self.request,
+            estimate_size(model_cls, self._config),
+            info,
+            auto=self.auto_config,
+            optimize=self.optimize,
+            backend_reason=self.backend_reason,
+        )
         try:
             model = model_cls.from_pretrained(self._path, **self._common, **self._weight_kwargs(torch))
         except (ConfigError, ModelLoadError):
@@ -160,6 +173,8 @@ class TransformersEngine:
         if self.plan.device_map is None and self.plan.quantization is None:
             model.to(self.plan.device)
         model.eval()
+        if self.plan.cpu_int8:
+            optimize.quantize_int8(model)
         if self.plan.num_threads:
             torch.set_num_threads(self.plan.num_threads)
         self.model = model
@@ -341,8 +356,21 @@ class TransformersEngine:
             tokens, finish = self._trim(row, params.max_new_tokens)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             ttft = steps[0] if steps else None
-            completions.append(Completion(text, int(n_in), len(tokens), finish, e2e, ttft, steps[: len(tokens)]))
+            completions.append(
+                Completion(text, int(n_in), len(tokens), finish, e2e, ttft, steps[: len(tokens)], tokens)
+            )
         return completions
+
+    def argmax_next(self, ids: list[int]) -> list[int]:
+        """The greedy next token after every prefix of `ids` (one forward pass; causal LMs only)."""
+        import torch
+
+        self._require_loaded()
+        if self.model_type != "causal-lm":
+            raise ValueError("argmax_next needs a causal LM")
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.model.device)).logits
+        return logits[0].argmax(dim=-1).tolist()
 
     def stream_tokens(
         self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
@@ -447,7 +475,7 @@ class TokenStream:
         e2e = time.perf_counter() - start
         ttft = times[0] if times else None
         n_in = int(enc["attention_mask"].sum())
-        self.completion = Completion(final, n_in, len(tokens), finish, e2e, ttft, times)
+        self.completion = Completion(final, n_in, len(tokens), finish, e2e, ttft, times, tokens)
 
 
 def decode_steps(model: Any, model_type: str, enc: Any, processors: Any, sample: bool) -> Iterator[int]:

@@ -1,0 +1,97 @@
+"""Data parallelism across processes: `accelerate launch --num_processes N -m omnirun ...` (or `torchrun`).
+
+Each rank takes a contiguous shard of the records, generates it with its own copy of the model (its own GPU
+when there are several, or a share of the CPU), and writes `outputs.rank<R>.jsonl`. Rank 0 creates the run
+directory and shares its path; at the end it concatenates the shards in rank order, which is input order,
+into one `outputs.jsonl` and writes the metrics for all ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rank:
+    index: int
+    world: int
+    local_index: int
+    state: Any
+    """accelerate's PartialState (process group set up on gloo for CPU, nccl for GPUs)."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+
+def current() -> Rank | None:
+    """This process's rank when started by a multi-process launcher, else None (single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes <= 1:
+        return None
+    if torch.cuda.is_available():
+        torch.cuda.set_device(state.local_process_index)
+    return Rank(state.process_index, state.num_processes, state.local_process_index, state)
+
+
+def shard(items: list[T], rank: Rank | None, unit: int = 1) -> list[T]:
+    """A contiguous block of `items` for this rank, made of whole `unit`s (blocks in rank order cover `items`
+    in order). With `unit` = the task's batching window, every rank forms exactly the batches a single
+    process would, so the outputs are the same."""
+    if rank is None:
+        return items
+    units = -(-len(items) // unit)
+    first, last = rank.index * units // rank.world, (rank.index + 1) * units // rank.world
+    return items[first * unit : last * unit]
+
+
+def from_main(value: T, rank: Rank | None) -> T:
+    """Rank 0's `value`, on every rank."""
+    if rank is None:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def gather(value: T, rank: Rank | None) -> list[T]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if rank is None:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([value]))
+
+
+def barrier(rank: Rank | None) -> None:
+    if rank is not None:
+        rank.state.wait_for_everyone()
+
+
+def shard_file(run_dir: Path, rank: Rank | None) -> Path:
+    return run_dir / ("outputs.jsonl" if rank is None else f"outputs.rank{rank.index}.jsonl")
+
+
+def merge_shards(run_dir: Path, world: int) -> Path:
+    """Concatenate outputs.rank*.jsonl in rank order into outputs.jsonl and remove the shards."""
+    target = run_dir / "outputs.jsonl"
+    parts = [run_dir / f"outputs.rank{r}.jsonl" for r in range(world)]
+    with target.open("w", encoding="utf-8") as out:
+        for part in parts:
+            if part.exists():
+                out.write(part.read_text(encoding="utf-8"))
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return target
