@@ -22,6 +22,10 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_P
 # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported; conftest is imported before any
 # test module, so setting the variables here (as well as in the fixture below) makes them take effect.
 os.environ.update(OFFLINE_ENV)
+# One torch thread unless the caller says otherwise (here and in the subprocesses tests start): the tiny
+# models gain nothing from more, and torch's spinning OpenMP threads slow down by 10-80x when another
+# process is busy on the same cores, which made the suite's runtime depend on the neighbours.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
