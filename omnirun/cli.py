@@ -118,30 +118,27 @@ def explain(exc: BaseException) -> str:
         if group in GROUPS:
             return f"{group}={option} is not an option; choose one of: {', '.join(group_options(group))}"
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) or "No match in the defaults list" in text:
-        key = getattr(cause, "full_key", None) or text.split("'", 2)[1] if "'" in text else "?"
+        key = getattr(cause, "full_key", None) or (text.split("'", 2)[1] if "'" in text else "?")
         return f"unknown config key '{key}'; {valid_keys_hint(str(key))}"
     if isinstance(cause, ValidationError):
         key = getattr(cause, "full_key", "?")
-        return f"{key}: {first_line(str(cause.msg if hasattr(cause, 'msg') else cause))}"
+        return f"{key}: {first_line(str(getattr(cause, 'msg', cause)))}"
     return first_line(text)
 
 
 def valid_keys_hint(key: str) -> str:
+    """The keys valid where `key` was typed: under its deepest existing parent group, else at the top."""
     import dataclasses
 
-    node: Any = RunConfig
-    parts = key.split(".")
-    for part in parts[:-1]:
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
+    node: Any = RunConfig()
+    prefix: list[str] = []
+    for part in key.split(".")[:-1]:
+        child = getattr(node, part, None)
+        if not dataclasses.is_dataclass(child):
             break
-        node = fields[part].default_factory if callable(fields[part].default_factory) else None  # type: ignore[misc]
-        node = type(node()) if node else None
-    if node is None or not dataclasses.is_dataclass(node):
-        node = RunConfig
-    prefix = ".".join(parts[:-1]) if node is not RunConfig else ""
+        node, prefix = child, [*prefix, part]
     names = ", ".join(f.name for f in dataclasses.fields(node))
-    return f"valid keys{f' under {prefix}' if prefix else ''}: {names}"
+    return f"valid keys under {'.'.join(prefix)}: {names}" if prefix else f"valid keys: {names}"
 
 
 def group_options(group: str) -> list[str]:

@@ -172,8 +172,6 @@ def check_messages(messages: Any) -> str | None:
 
 def read_dataset(cfg: InputConfig) -> Inputs:
     """A `save_to_disk` folder, a local data file or folder (parquet/json/jsonl/csv), or a hub dataset name."""
-    import datasets
-
     assert cfg.dataset is not None
     ds = load_dataset_any(cfg.dataset, cfg.split)
     if cfg.limit is not None:
@@ -204,7 +202,6 @@ def read_dataset(cfg: InputConfig) -> Inputs:
         if record.error:
             record.error = f"row {index}: {record.error}"
         records.append(record)
-    del datasets
     return Inputs(records, "dataset", getattr(ds, "_fingerprint", None))
 
 

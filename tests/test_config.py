@@ -123,7 +123,7 @@ def test_bad_combinations() -> None:
         (["generation.temprature=0.5"], "unknown config key 'generation.temprature'; valid keys under generation:"),
         (["modle=qwen"], "unknown config key 'modle'; valid keys: model, hardware"),
         (["model=foo"], "model=foo is not an option; choose one of: "),
-        (["task=dance"], "task=dance is not an option; choose one of: batch, chat, generate, stream"),
+        (["task=dance"], "task=dance is not an option; choose one of: batch, benchmark, chat, generate, stream"),
         (["hardware.device=tpu"], "hardware.device: Invalid value 'tpu', expected one of [auto, cpu, cuda, mps]"),
         (["generation.max_new_tokens=abc"], "generation.max_new_tokens: Value 'abc'"),
         (["generation.top_p=0.5,7"], "generation.top_p must be in (0, 1], got 7.0"),
