@@ -547,7 +547,7 @@ def plot_metrics(
                 ax.set_xlabel(_axis_label(x))
             ax.set_title(metric.title)
             ax.set_ylabel(metric.unit)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, ax.dataLim.y1 * 1.15 if ax.dataLim.y1 > 0 else 1)  # room for markers and labels
             ax.yaxis.set_major_formatter(FuncFormatter(_tick))
         handles, labels = axes[0].get_legend_handles_labels()
         if series and labels:
@@ -633,7 +633,10 @@ def _bars(
         bars = ax.bar(positions, heights, width * 0.92, label=name or None)
         if annotate and len(categories) * n <= 16:
             ax.bar_label(
-                bars, labels=[_fmt(y) if h else "" for y, h in zip(ys, heights, strict=True)], padding=2, fontsize=9
+                bars,
+                labels=[_bar_label(y) if h else "" for y, h in zip(ys, heights, strict=True)],
+                padding=2,
+                fontsize=9,
             )
         containers.append(bars)
     ax.set_xticks(range(len(categories)), categories)
@@ -746,6 +749,11 @@ def _fmt(value: Any) -> str:
         return str(value)
     magnitude = abs(value)
     return f"{value:,.0f}" if magnitude >= 1000 else f"{value:.1f}" if magnitude >= 100 else f"{value:.2f}"
+
+
+def _bar_label(value: float) -> str:
+    magnitude = abs(value)
+    return f"{value:,.0f}" if magnitude >= 100 else f"{value:.1f}" if magnitude >= 10 else f"{value:.2f}"
 
 
 def _cell(value: Any) -> str:

@@ -46,18 +46,14 @@ def run(
     Under a data-parallel launch (`rank`), each rank runs its shard; rank 0 merges and writes the metrics."""
     started = time.perf_counter()
     config_sha = resume.config_hash(cfg)
-    records = data.records
-    skipped = 0
+    main = rank is None or rank.is_main
     if resuming:
-        resume.check_same_job(run_dir, config_sha, data.fingerprint, cfg.resume_force)
-        state = resume.finished_prefix(run_dir, data.records)
-        skipped, records = state.done, data.records[state.done :]
-        archive_previous_metrics(run_dir)
-        log.info("resuming %s: %d records done, %d to go", run_dir, skipped, len(records))
-        with (run_dir / "command.txt").open("a") as f:
-            f.write(outputs.command_line() + "\n")
-    elif rank is None or rank.is_main:
-        write_run_files(run_dir, resolved_yaml, overrides)
+        skipped = prepare_resume(cfg, run_dir, data, config_sha)
+    else:
+        skipped = 0
+        if main:
+            write_run_files(run_dir, resolved_yaml, overrides)
+    records = data.records[skipped:]
     seed_everything(cfg.seed)
     engine = build_engine(cfg, info)
     if cfg.task.name == TaskName.benchmark:
@@ -77,10 +73,9 @@ def run(
         batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
         ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt")
         records = distributed.shard(records, rank, unit=batch_size * WINDOW_BATCHES)
-        if rank is None or rank.is_main:
+        if main:
             write_manifest(run_dir, cfg, engine, info, data, config_sha)
-        show_progress = cfg.task.progress and (rank is None or rank.is_main)
-        with metrics.timed(engine.device) as gen, Progress(len(records), show_progress) as progress:
+        with metrics.timed(engine.device) as gen, Progress(len(records), cfg.task.progress and main) as progress:
             try:
                 if data.source == "interactive":
                     outputs.write_json(run_dir / "conversation.json", run_interactive_chat(engine, ctx))
@@ -92,14 +87,8 @@ def run(
         footprint = engine.memory().model_footprint_mb
     engine.unload_model()
     rows, generation_s = writer.rows, gen.seconds
-    if rank is not None:  # every rank's rows and timings, merged on rank 0 in input order
-        shards = distributed.gather((writer.rows, gen.seconds, peak.max_rss_mb), rank)
-        distributed.barrier(rank)
-        if rank.is_main:
-            distributed.merge_shards(run_dir, rank.world)
-        rows = [r for shard_rows, _, _ in shards for r in shard_rows]
-        generation_s = max(seconds for _, seconds, _ in shards)  # the ranks run side by side
-        peak.max_rss_mb = max(rss for _, _, rss in shards)
+    if rank is not None:
+        rows, generation_s, peak.max_rss_mb = merge_ranks(run_dir, rank, rows, generation_s, peak.max_rss_mb)
     result = metrics.summarize(
         rows,
         status=status,
@@ -110,7 +99,7 @@ def run(
         model_footprint_mb=footprint,
         resumed_records=skipped,
     )
-    if rank is not None and not rank.is_main:
+    if not main:
         return result
     outputs.write_json(run_dir / "metrics.json", result)
     if status == "interrupted":
@@ -118,6 +107,30 @@ def run(
     write_formats(cfg, run_dir, data, resolved_yaml, result)
     track(cfg, run_dir)
     return result
+
+
+def prepare_resume(cfg: RunConfig, run_dir: Path, data: inputs.Inputs, config_sha: str) -> int:
+    """Check the interrupted run is this job, keep its finished records; returns how many are done."""
+    resume.check_same_job(run_dir, config_sha, data.fingerprint, cfg.resume_force)
+    done = resume.finished_prefix(run_dir, data.records).done
+    archive_previous_metrics(run_dir)
+    log.info("resuming %s: %d records done, %d to go", run_dir, done, len(data.records) - done)
+    with (run_dir / "command.txt").open("a") as f:
+        f.write(outputs.command_line() + "\n")
+    return done
+
+
+def merge_ranks(
+    run_dir: Path, rank: distributed.Rank, rows: list[dict[str, Any]], generation_s: float, rss_mb: float
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Every rank's rows (in input order), the slowest rank's generation time and the largest RSS; rank 0
+    also merges the per-rank output files into outputs.jsonl."""
+    shards = distributed.gather((rows, generation_s, rss_mb), rank)
+    distributed.barrier(rank)
+    if rank.is_main:
+        distributed.merge_shards(run_dir, rank.world)
+    merged = [r for shard_rows, _, _ in shards for r in shard_rows]
+    return merged, max(s for _, s, _ in shards), max(m for _, _, m in shards)
 
 
 def track(cfg: RunConfig, run_dir: Path) -> None:
