@@ -9,21 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from clirun import omnirun
 
-from omnirun import benchmark, cli, compare
+from omnirun import benchmark, compare
 from omnirun.config import BenchmarkConfig, GenerationConfig
 from omnirun.engine.base import Completion
 
 FAST = ["task=benchmark", "benchmark.min_iterations=3", "benchmark.min_duration_s=0", "benchmark.warmup_runs=1"]
 STAT_FIELDS = {"count", "mean", "p50", "p90", "p95", "p99", "stdev", "stdev_pct"}
-
-
-def omnirun(root: Path, *args: str) -> int:
-    try:
-        cli.main([f"output.root={root}", "task.progress=false", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def bench_dirs(root: Path) -> list[Path]:

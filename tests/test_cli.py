@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from clirun import omnirun as run_cli
 
-from omnirun import cli, outputs
+from omnirun import outputs
 
 OUTPUT_FIELDS = {
     "id",
@@ -44,12 +45,8 @@ RUN_FILES = {"config.yaml", "overrides.yaml", "command.txt", "outputs.jsonl", "m
 
 
 def omnirun(tmp_path: Path, *args: str) -> int:
-    """Run the CLI in-process; returns the exit status."""
-    try:
-        cli.main([f"output.root={tmp_path / 'out'}", "task.progress=false", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    """The CLI in-process with output.root=<tmp_path>/out; returns the exit status."""
+    return run_cli(tmp_path / "out", *args)
 
 
 def run_dirs(tmp_path: Path) -> list[Path]:

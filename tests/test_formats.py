@@ -6,23 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from clirun import omnirun, only_run_dir
 
-from omnirun import cli, formats, inputs
+from omnirun import formats, inputs
 from omnirun.config import InputConfig
-
-
-def omnirun(root: Path, *args: str) -> int:
-    try:
-        cli.main([f"output.root={root}", "task.progress=false", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def only_run_dir(root: Path) -> Path:
-    (run_dir,) = {p.parent for p in root.rglob("config.yaml")}
-    return run_dir
-
 
 REQUESTS = [
     {

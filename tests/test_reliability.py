@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from clirun import omnirun, only_run_dir
 
-from omnirun import cli, outputs, tasks
+from omnirun import outputs, tasks
 from omnirun.config import GenerationConfig, TaskConfig
 from omnirun.engine.base import Completion
 from omnirun.inputs import Record
@@ -23,22 +24,9 @@ from omnirun.inputs import Record
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms", "token_times_ms")
 
 
-def omnirun(root: Path, *args: str) -> int:
-    try:
-        cli.main([f"output.root={root}", "task.progress=false", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def comparable(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "outputs.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
-def only_run_dir(root: Path) -> Path:
-    (run_dir,) = {p.parent for p in root.rglob("config.yaml")}
-    return run_dir
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import omnirun
 
 from omnirun import cli
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms")
-
-
-def omnirun(root: Path, *args: str) -> int:
-    try:
-        cli.main([f"output.root={root}", "task.progress=false", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def summary(root: Path) -> list[dict[str, str]]:
