@@ -189,6 +189,7 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
         if sweep_job is not None:  # the job directory exists first, so that a failure below is recorded in it
             run_dir = sweep_job
             run_dir.mkdir(parents=True, exist_ok=True)
+            outputs.write_overrides(run_dir, overrides)  # so that even a job failing below is identifiable
             if cfg.resume is not None and job_status(run_dir) == "completed":
                 print(f"job {run_dir.name}: already completed, skipped")
                 return "completed"

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from omnirun import outputs
+
 NOISE_FLOOR_PCT = 5.0
 SINGLE_SAMPLE_NOISE_PCT = 25.0
 LATENCIES = ("load_model", "first_generate", "prefill", "decode", "per_token", "generate")
@@ -50,8 +52,7 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     jobs = {}
     for job in sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
         if (job / "benchmark.json").is_file():
-            overrides = (job / "overrides.yaml").read_text().split("\n") if (job / "overrides.yaml").exists() else []
-            label = " ".join(o.lstrip("- ").strip('"') for o in overrides if o.strip()) or job.name
+            label = " ".join(outputs.read_overrides(job)) or job.name
             jobs[label] = json.loads((job / "benchmark.json").read_text())
     if not jobs:
         raise SystemExit(f"error: {path} holds no benchmark.json (a task=benchmark run or sweep directory)")

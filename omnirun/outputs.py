@@ -89,6 +89,20 @@ class ResultWriter:
             self._file.close()
 
 
+def read_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was started with (its overrides.yaml, a YAML list of strings)."""
+    import yaml
+
+    path = run_dir / "overrides.yaml"
+    if not path.exists():
+        return []
+    return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+
+
+def write_overrides(run_dir: Path, overrides: list[str]) -> None:
+    (run_dir / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n")
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in ("omnirun", "torch", "transformers", "accelerate", "bitsandbytes", "hydra-core", "datasets"):

@@ -92,6 +92,7 @@ PARAM_LABELS = {
 }
 X_PRIORITY = ("batch_size", "prompt_tokens", "new_tokens", "max_new_tokens", "num_threads")
 """Among the swept keys, these go on the x axis first (the others become one line or bar per value)."""
+MAX_SERIES = 8
 STYLE = {
     "font.size": 12,
     "axes.titlesize": 13,
@@ -142,6 +143,8 @@ class Run:
 
 @dataclass
 class Report:
+    """What `build_report` found and wrote."""
+
     runs: pd.DataFrame
     """One row per run: run, status, the swept parameters, headline metrics, context, error."""
     swept: list[str]
@@ -156,6 +159,8 @@ class Report:
 
 @dataclass
 class Comparison:
+    """What `compare_runs` found and wrote."""
+
     table: pd.DataFrame
     """One row per matched configuration and metric: match, metric, baseline, candidate, ratio, ..."""
     matched_by: list[str]
@@ -401,7 +406,8 @@ def report_markdown(frame: pd.DataFrame, swept: Sequence[str], path: Path, image
         lines += ["", "## Runs that did not complete", ""]
         for _, row in failed.iterrows():
             where = f" ({row['overrides']})" if row["overrides"] else ""
-            lines.append(f"- `{row['run']}`{where}: {row['status']}: {row['error'] or 'no error recorded'}")
+            error = row["error"] if isinstance(row["error"], str) else "no error recorded"
+            lines.append(f"- `{row['run']}`{where}: {row['status']}: {error}")
     if images:
         lines += ["", "## Plots", "", *(f"![{Path(name).stem}]({name})" for name in images)]
     return "\n".join(lines) + "\n"
@@ -463,19 +469,20 @@ def comparison_markdown(
     labels = list(dict.fromkeys(table["match"]))
     metrics = [m for m in METRICS if m.column in set(table["metric"])]
     throughput = table[(table["metric"] == "output_tokens_per_s") & table["ratio"].notna()]
+    unmatched = table[(table["baseline_status"] == "absent") | (table["candidate_status"] == "absent")]
     lines = [
         f"# omnirun comparison: {candidate.name} vs {baseline.name}",
         "",
         f"- baseline: `{baseline}`; candidate: `{candidate}`.",
         f"- Matched by: {', '.join(f'`{k}`' for k in keys) or 'position (nothing was swept)'}; "
-        f"{len(labels)} configuration(s).",
+        f"{len(labels) - len(set(unmatched['match']))} of {len(labels)} configuration(s) on both sides.",
         "- Ratio = candidate / baseline: above 1 is better for throughputs, below 1 is better for latencies and "
         "memory. For a noise-aware verdict on benchmark runs use `python -m omnirun.compare`.",
     ]
     if len(throughput):
-        geo = math.exp(sum(math.log(r) for r in throughput["ratio"] if r > 0) / len(throughput))
+        ratios = [r for r in throughput["ratio"] if r > 0]
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios)) if ratios else math.nan
         lines.append(f"- Output throughput ratio, geometric mean over the matched configurations: **{geo:.2f}×**.")
-    unmatched = table[(table["baseline_status"] == "absent") | (table["candidate_status"] == "absent")]
     if len(unmatched):
         lines.append(f"- Present on one side only: {', '.join(f'`{m}`' for m in dict.fromkeys(unmatched['match']))}.")
     lines += ["", "| configuration | " + " | ".join(m.short for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
@@ -495,11 +502,15 @@ def comparison_markdown(
 # -------------------------------------------------------------------------------------------------- plots
 def choose_axes(frame: pd.DataFrame, swept: Sequence[str]) -> tuple[str | None, list[str]]:
     """The x-axis key and the series keys, among the swept keys that still vary in `frame`: numeric keys
-    first, batch sizes and lengths before the rest, then the key with the most values."""
+    first, batch sizes and lengths before the rest, then the key with the most values. (None, []) when
+    nothing varies, or when more than three keys vary or that would draw more than MAX_SERIES lines (one bar per
+    run then)."""
     varying = [k for k in swept if k in frame and len({_hashable(v) for v in frame[k]}) > 1]
     if not varying:
         return None, []
     ranked = sorted(varying, key=lambda k: _axis_rank(k, list(frame[k])))
+    if len(ranked) > 3 or len(_series_groups(frame, ranked[1:])) > MAX_SERIES:  # unreadable: one bar per run
+        return None, []
     return ranked[0], ranked[1:]
 
 
@@ -514,7 +525,8 @@ def plot_metrics(
     subtitle: str = "",
 ) -> Path | None:
     """One panel per metric column: against `x` (a line per series value when numeric, grouped bars when
-    categorical), or one bar per run when `x` is None. Returns the PNG's path, or None with nothing to draw."""
+    categorical), or one horizontal bar per run when `x` is None. Returns the PNG's path, or None with
+    nothing to draw."""
     columns = [c for c in columns if c in frame and frame[c].notna().any()]
     if frame.empty or not columns:
         return None
@@ -523,32 +535,34 @@ def plot_metrics(
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
+    height = 4.8 if x is not None else max(3.6, 0.32 * len(frame) + 2.2)
     with rc_context(STYLE):
-        fig = Figure(figsize=(max(7.5, 5.4 * len(columns)), 4.8), dpi=150, layout="constrained")
+        fig = Figure(figsize=(max(7.5, 5.4 * len(columns)), height), dpi=150, layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(columns), squeeze=False)[0]
+        axes = fig.subplots(1, len(columns), squeeze=False, sharey=x is None)[0]
         for ax, column in zip(axes, columns, strict=True):
             metric = BY_COLUMN[column]
+            ax.set_title(metric.title)
             if x is None:
-                data = frame.dropna(subset=[column])
-                _bars(ax, [str(r) for r in data["run"]], {"": list(data[column])}, metric)
-                ax.set_xlabel("Run")
-            elif _is_numeric(frame[x]):
+                _run_bars(ax, [str(r) for r in frame["run"]], list(frame[column]))
+                ax.set_xlabel(metric.unit)
+                ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+                continue
+            if _is_numeric(frame[x]):
                 _lines(ax, frame, x, series, column)
-                ax.set_xlabel(_axis_label(x))
             else:
                 categories = [_show(v) for v in _unique(frame[x])]
-                groups = _series_groups(frame, series)
                 values = {
                     name: [_mean(part.loc[part[x].map(_show) == c, column]) for c in categories]
-                    for name, part in groups
+                    for name, part in _series_groups(frame, series)
                 }
-                _bars(ax, categories, values, metric)
-                ax.set_xlabel(_axis_label(x))
-            ax.set_title(metric.title)
+                _bars(ax, categories, values)
+            ax.set_xlabel(_axis_label(x))
             ax.set_ylabel(metric.unit)
             ax.set_ylim(0, ax.dataLim.y1 * 1.15 if ax.dataLim.y1 > 0 else 1)  # room for markers and labels
             ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+        if x is None:
+            axes[0].set_ylabel("Run")
         handles, labels = axes[0].get_legend_handles_labels()
         if series and labels:
             fig.legend(
@@ -566,8 +580,8 @@ def plot_metrics(
 
 
 def plot_comparison(table: pd.DataFrame, path: Path, *, names: tuple[str, str]) -> Path | None:
-    """Grouped bars, baseline next to candidate for each matched configuration, one panel per headline metric,
-    the ratio printed above each candidate bar."""
+    """Grouped bars, baseline next to candidate for each configuration present on both sides, one panel per
+    headline metric, the ratio printed above each candidate bar."""
     columns = [
         c for c in COMPARED if c in set(table["metric"]) and table.loc[table["metric"] == c, "ratio"].notna().any()
     ][:4]
@@ -578,7 +592,8 @@ def plot_comparison(table: pd.DataFrame, path: Path, *, names: tuple[str, str]) 
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    labels = list(dict.fromkeys(table["match"]))
+    both = table[(table["baseline_status"] != "absent") & (table["candidate_status"] != "absent")]
+    labels = list(dict.fromkeys(both["match"]))  # configurations present on one side only are not drawn
     ncols = min(2, len(columns))
     nrows = math.ceil(len(columns) / ncols)
     width = max(6.0, 1.3 * len(labels) + 2.5)
@@ -590,7 +605,7 @@ def plot_comparison(table: pd.DataFrame, path: Path, *, names: tuple[str, str]) 
             part = table[table["metric"] == column].set_index("match").reindex(labels)
             metric = BY_COLUMN[column]
             values = {names[0]: list(part["baseline"]), names[1]: list(part["candidate"])}
-            containers = _bars(ax, [_wrap(label) for label in labels], values, metric, annotate=False)
+            containers = _bars(ax, [_wrap(label) for label in labels], values, annotate=False)
             ratios = [f"{r:.2f}×" if pd.notna(r) else "" for r in part["ratio"]]
             ax.bar_label(containers[-1], labels=ratios, padding=3, fontsize=10, fontweight="bold")
             ax.margins(y=0.15)
@@ -607,6 +622,7 @@ def plot_comparison(table: pd.DataFrame, path: Path, *, names: tuple[str, str]) 
 
 
 def _lines(ax: Any, frame: pd.DataFrame, x: str, series: Sequence[str], column: str) -> None:
+    """One line per series value against a numeric `x` (means of repeated points); log2 axis over wide ranges."""
     xs_all = sorted({float(v) for v in frame[x].dropna()})
     for name, part in _series_groups(frame, series):
         points = part.dropna(subset=[x, column]).groupby(x)[column].mean().sort_index()
@@ -621,9 +637,9 @@ def _lines(ax: Any, frame: pd.DataFrame, x: str, series: Sequence[str], column: 
         ax.minorticks_off()
 
 
-def _bars(
-    ax: Any, categories: list[str], values: dict[str, list[Any]], metric: Metric, *, annotate: bool = True
-) -> list[Any]:
+def _bars(ax: Any, categories: list[str], values: dict[str, list[Any]], *, annotate: bool = True) -> list[Any]:
+    """Grouped bars: one group per category, one bar per series (`values`: series name → one value per
+    category; the name "" draws no legend entry); values printed on the bars when they are few."""
     n = max(1, len(values))
     width = 0.8 / n
     containers = []
@@ -632,18 +648,28 @@ def _bars(
         heights = [float(y) if y is not None and pd.notna(y) else 0.0 for y in ys]
         bars = ax.bar(positions, heights, width * 0.92, label=name or None)
         if annotate and len(categories) * n <= 16:
-            ax.bar_label(
-                bars,
-                labels=[_bar_label(y) if h else "" for y, h in zip(ys, heights, strict=True)],
-                padding=2,
-                fontsize=9,
-            )
+            labels = [_bar_label(y) if h else "" for y, h in zip(ys, heights, strict=True)]
+            ax.bar_label(bars, labels=labels, padding=2, fontsize=9)
         containers.append(bars)
     ax.set_xticks(range(len(categories)), categories)
+    if max(len(line) for c in categories for line in c.split("\n")) * len(categories) > 60:  # long labels: slanted
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax.grid(axis="x", visible=False)
-    if annotate:
-        ax.margins(y=0.12)
     return containers
+
+
+def _run_bars(ax: Any, runs: list[str], values: list[Any]) -> None:
+    """One horizontal bar per run, top to bottom in run order, the value at the end of each bar."""
+    widths = [float(v) if v is not None and pd.notna(v) else 0.0 for v in values]
+    bars = ax.barh(range(len(runs)), widths, 0.7)
+    if len(runs) <= 40:
+        ax.bar_label(bars, labels=[_bar_label(w) if w else "" for w in widths], padding=3, fontsize=9)
+    ax.set_yticks(range(len(runs)), runs)
+    ax.set_ylim(len(runs) - 0.5, -0.5)
+    ax.set_xlim(0, max(widths) * 1.2 if max(widths) > 0 else 1)
+    ax.grid(axis="y", visible=False)
 
 
 def _series_groups(frame: pd.DataFrame, series: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -284,7 +283,7 @@ def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> TransformersEng
 
 def write_run_files(run_dir: Path, resolved_yaml: str, overrides: list[str]) -> None:
     (run_dir / "config.yaml").write_text(resolved_yaml)
-    (run_dir / "overrides.yaml").write_text("".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n")
+    outputs.write_overrides(run_dir, overrides)
     (run_dir / "command.txt").write_text(outputs.command_line() + "\n")
 
 

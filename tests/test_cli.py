@@ -207,6 +207,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, tiny_llama: Path,
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["completed", "failed"]
     assert "no such file" in rows[1]["error"]
+    assert f"input.path={missing}" in rows[1]["overrides"]  # a job that failed early is still identifiable
     assert (sweep / "1" / "error.txt").exists()
 
 
@@ -296,3 +297,9 @@ def test_python_m_omnirun_answers_with_the_bundled_model(tmp_path: Path) -> None
     (run_dir,) = [p.parent for p in tmp_path.rglob("metrics.json")]
     assert run_dir.relative_to(tmp_path).parts[:2] == ("generate", "smollm2")
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+
+
+def test_overrides_round_trip_with_quotes_and_unicode(tmp_path: Path) -> None:
+    overrides = ['input.prompt="Name three rivers."', "input.template='Q: {q}'", "input.prompt=Ünïcode ✓"]
+    outputs.write_overrides(tmp_path, overrides)
+    assert outputs.read_overrides(tmp_path) == overrides
