@@ -146,11 +146,6 @@ class TestTinyModels:
             assert stream.completion is not None
             assert (stream.completion.output_tokens, stream.completion.finish_reason) == (3, "stop")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: TokenStream passes the encoder prompt length to MinNewTokensLengthLogitsProcessor for "
-        "seq2seq models, whose history is the decoder ids, so EOS stays suppressed too long",
-    )
     def test_stream_min_new_tokens_seq2seq(self, tiny_t5: Path) -> None:
         with TransformersEngine(str(tiny_t5)) as engine:
             force_eos_bias(engine)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from omnirun.config import GenerationConfig
+
+NOT_LOADED = "the model is not loaded; call load_model() first (or use `with Engine(...) as engine:`)"
 
 
 @dataclass
@@ -72,3 +74,57 @@ class StreamHandle(Protocol):
     completion: Completion | None
 
     def __iter__(self) -> Iterator[str]: ...
+
+
+class SimpleAPI:
+    """`infer`, `stream`, `chat` and `params` on top of an engine's `generate`, `stream_tokens` and
+    `render_chat`: the Python API every backend offers the same way."""
+
+    default_generation: GenerationConfig
+    batch_size: int | None
+    plan: Any
+
+    def generate(
+        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+    ) -> list[Completion]:
+        raise NotImplementedError
+
+    def stream_tokens(
+        self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+    ) -> StreamHandle:
+        raise NotImplementedError
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        raise NotImplementedError
+
+    def _require_loaded(self) -> None:
+        raise NotImplementedError
+
+    def infer(self, prompt: str | list[str], **gen: Any) -> str | list[str]:
+        """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
+        self._require_loaded()
+        seed = gen.pop("seed", None)
+        params = self.params(**gen)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        size = self.batch_size or (self.plan.batch_size if self.plan else 1)
+        texts: list[str] = []
+        for i in range(0, len(prompts), size):
+            texts += [c.text for c in self.generate(prompts[i : i + size], params, seed=seed)]
+        return texts[0] if isinstance(prompt, str) else texts
+
+    def stream(self, prompt: str, **gen: Any) -> Iterator[str]:
+        """Yield text pieces as they are generated; their concatenation is the full completion."""
+        self._require_loaded()
+        seed = gen.pop("seed", None)
+        return iter(self.stream_tokens(prompt, self.params(**gen), seed=seed))
+
+    def chat(self, messages: list[dict[str, str]], **gen: Any) -> str:
+        """Answer a conversation through the model's chat template."""
+        self._require_loaded()
+        seed = gen.pop("seed", None)
+        text = self.render_chat(messages)
+        return self.generate([text], self.params(**gen), add_special_tokens=False, seed=seed)[0].text
+
+    def params(self, **gen: Any) -> GenerationConfig:
+        """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
+        return self.default_generation.with_overrides(gen, prefix="")

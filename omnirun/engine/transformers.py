@@ -15,20 +15,19 @@ import inspect
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from omnirun import hardware, models, optimize
+from omnirun import hardware, models
 from omnirun.config import Device, DType, GenerationConfig, HardwareConfig, Quantization
-from omnirun.engine.base import Completion, MemoryReport
+from omnirun.engine.base import NOT_LOADED, Completion, MemoryReport, SimpleAPI
 from omnirun.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-NOT_LOADED = "the model is not loaded; call load_model() first (or use `with TransformersEngine(...) as engine:`)"
 
-
-class TransformersEngine:
+class TransformersEngine(SimpleAPI):
     """Inference on a Hugging Face Transformers model.
 
     >>> with TransformersEngine("smollm2") as engine:
@@ -36,8 +35,9 @@ class TransformersEngine:
 
     `auto_config=True` lets the hardware planner choose device, dtype, quantization and batch size for the
     values left at `auto`; `auto_config=False` uses the given values as they are (fp32 on CPU, CUDA if present).
-    `optimize=True` (with auto_config) also applies the planner's measured CPU speed-up: Linear layers as dynamic
-    int8 when the model runs in fp32 on the CPU (`plan.cpu_int8`); `optimize=False` keeps plain fp32.
+    `optimize=True` (with auto_config) also applies the planner's measured CPU speed-up: int4 decoding copies of
+    Linear layers whose weights are exactly 4-bit (a GGUF's), used for single streams (`plan.cpu_int4_decode`);
+    `optimize=False` keeps plain fp32.
     Generation defaults follow the seed table: max_new_tokens=100, temperature=0.7, top_p=0.9, top_k=50,
     repetition_penalty=1.0, do_sample=True.
     """
@@ -156,6 +156,8 @@ class TransformersEngine:
         assert self.source is not None
         model_cls = self._model_class()
         info = self.hardware_info or hardware.detect()
+        if not info.int4_kernels:  # detect() leaves it unknown when it did not need torch
+            info = replace(info, int4_kernels=hardware.torch_int4_kernels())
         self.plan = hardware.plan(
             self.request,
             estimate_size(model_cls, self._config),
@@ -173,8 +175,8 @@ class TransformersEngine:
         if self.plan.device_map is None and self.plan.quantization is None:
             model.to(self.plan.device)
         model.eval()
-        if self.plan.cpu_int8:
-            optimize.quantize_int8(model)
+        if self.plan.cpu_int4_decode:
+            self.plan = add_int4_decode(model, self.plan)
         if self.plan.num_threads:
             torch.set_num_threads(self.plan.num_threads)
         self.model = model
@@ -241,35 +243,6 @@ class TransformersEngine:
             raise RuntimeError(NOT_LOADED)
 
     # -------------------------------------------------------------------------------------------- public API
-    def infer(self, prompt: str | list[str], **gen: Any) -> str | list[str]:
-        """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        params = self.params(**gen)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        size = self.batch_size or (self.plan.batch_size if self.plan else 1)
-        texts: list[str] = []
-        for i in range(0, len(prompts), size):
-            texts += [c.text for c in self.generate(prompts[i : i + size], params, seed=seed)]
-        return texts[0] if isinstance(prompt, str) else texts
-
-    def stream(self, prompt: str, **gen: Any) -> Iterator[str]:
-        """Yield text pieces as they are generated; their concatenation is the full completion."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        return iter(self.stream_tokens(prompt, self.params(**gen), seed=seed))
-
-    def chat(self, messages: list[dict[str, str]], **gen: Any) -> str:
-        """Answer a conversation through the model's chat template."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        text = self.render_chat(messages)
-        return self.generate([text], self.params(**gen), add_special_tokens=False, seed=seed)[0].text
-
-    def params(self, **gen: Any) -> GenerationConfig:
-        """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
-        return self.default_generation.with_overrides(gen, prefix="")
-
     def has_chat_template(self) -> bool:
         """Whether the tokenizer has a chat template (needs `load_tokenizer()` or `load_model()` first)."""
         if self.tokenizer is None:
@@ -449,7 +422,8 @@ class TokenStream:
         if self.seed is not None:
             torch.manual_seed(self.seed)
         eos = engine.eos_ids()
-        processors = logits_processors(params, enc["input_ids"].shape[1], sorted(eos), model.device)
+        start_len = 1 if engine.model_type == "seq2seq" else enc["input_ids"].shape[1]  # the history decode_steps keeps
+        processors = logits_processors(params, start_len, sorted(eos), model.device)
         start = time.perf_counter()
         times: list[float] = []
         tokens: list[int] = []
@@ -561,6 +535,17 @@ class StepTimer:
 
     def end(self) -> None:
         pass
+
+
+def add_int4_decode(model: Any, plan: hardware.HardwarePlan) -> hardware.HardwarePlan:
+    """Apply `optimize.add_int4_decode` and record in the plan how many layers qualified."""
+    from omnirun import optimize
+
+    linear = sum(type(m).__name__ == "Linear" for m in model.modules())
+    changed = optimize.add_int4_decode(model)
+    reasons = dict(plan.reasons)
+    reasons["cpu_int4_decode"] += f" [{changed} of {linear} Linear layers qualified]"
+    return replace(plan, cpu_int4_decode=changed > 0, reasons=reasons)
 
 
 def estimate_size(model_cls: Any, config: Any) -> hardware.ModelSize:

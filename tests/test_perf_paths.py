@@ -1,0 +1,313 @@
+"""The fast paths: backend choice, exact int4 decoding copies, the agreement check, the llama.cpp engine and a
+smoke run of benchmarks/compare.py. No timings here: speed lives in the benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnirun import hardware, optimize
+from omnirun.config import Device, DType, GenerationConfig, HardwareConfig, Quantization
+from omnirun.engine import TransformersEngine, create
+from omnirun.errors import ConfigError
+from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
+GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12, temperature=1.0, top_p=1.0, top_k=0)
+TINY = ModelSize(params=1_000_000, num_layers=2, kv_dim=64)
+
+
+def machine(llama_cpp: bool = True, gpu: bool = False, int4: bool = True) -> HardwareInfo:
+    gpus = (GpuInfo("Simulated GPU", 16 * 1024.0, 15 * 1024.0, True),) if gpu else ()
+    return HardwareInfo("Simulated CPU", 8, 32 * 1024.0, 24 * 1024.0, gpus, llama_cpp=llama_cpp, int4_kernels=int4)
+
+
+# ------------------------------------------------------------------------------------------------ the planner
+def test_auto_takes_llama_cpp_for_a_gguf_on_the_cpu() -> None:
+    backend, reason = hardware.choose_backend("auto", HardwareConfig(), machine(), gguf=True)
+    assert backend == "llama.cpp"
+    assert "GGUF" in reason
+
+
+@pytest.mark.parametrize(
+    ("request_", "hw", "gguf", "optimize", "why"),
+    [
+        (HardwareConfig(), machine(), False, True, "not a GGUF"),
+        (HardwareConfig(), machine(llama_cpp=False), True, True, "not installed"),
+        (HardwareConfig(), machine(), True, False, "optimizations are off"),
+        (HardwareConfig(), machine(gpu=True), True, True, "device is cuda"),
+        (HardwareConfig(dtype=DType.bfloat16), machine(), True, True, "dtype"),
+        (HardwareConfig(quantization=Quantization.int8), machine(), True, True, "quantization"),
+    ],
+)
+def test_auto_keeps_transformers_and_says_why(
+    request_: HardwareConfig, hw: HardwareInfo, gguf: bool, optimize: bool, why: str
+) -> None:
+    backend, reason = hardware.choose_backend("auto", request_, hw, gguf=gguf, optimize=optimize)
+    assert backend == "transformers"
+    assert why in reason
+
+
+def test_explicit_backends() -> None:
+    assert hardware.choose_backend("transformers", HardwareConfig(), machine(), gguf=True)[0] == "transformers"
+    assert hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=True)[0] == "llama.cpp"
+    with pytest.raises(ConfigError, match="not installed"):
+        hardware.choose_backend("llama.cpp", HardwareConfig(), machine(llama_cpp=False), gguf=True)
+    with pytest.raises(ConfigError, match="not a GGUF"):
+        hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=False)
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        hardware.choose_backend("vllm", HardwareConfig(), machine(), gguf=True)
+
+
+def test_plan_records_the_backend_and_the_int4_decision() -> None:
+    p = hardware.plan(HardwareConfig(), TINY, machine(), backend_reason="transformers: because")
+    assert p.backend == "transformers"
+    assert p.reasons["backend"] == "transformers: because"
+    assert p.cpu_int4_decode
+    assert p.reasons["cpu_int4_decode"].startswith("on:")
+    assert (p.dtype, p.quantization) == ("float32", None)
+
+
+@pytest.mark.parametrize(
+    ("request_", "kwargs", "why"),
+    [
+        (HardwareConfig(), {"optimize": False}, "optimizations are off"),
+        (HardwareConfig(), {"auto": False}, "optimizations are off"),
+        (HardwareConfig(dtype=DType.float32), {}, "dtype"),
+        (HardwareConfig(device=Device.cpu, device_map="auto"), {}, "device_map"),
+    ],
+)
+def test_int4_decode_off_and_why(request_: HardwareConfig, kwargs: dict[str, bool], why: str) -> None:
+    p = hardware.plan(request_, TINY, machine(), **kwargs)
+    assert not p.cpu_int4_decode
+    assert why in p.reasons["cpu_int4_decode"]
+
+
+def test_int4_decode_needs_the_kernel_and_the_cpu() -> None:
+    assert "no CPU int4" in hardware.plan(HardwareConfig(), TINY, machine(int4=False)).reasons["cpu_int4_decode"]
+    gpu_plan = hardware.plan(HardwareConfig(), TINY, machine(gpu=True))
+    assert not gpu_plan.cpu_int4_decode
+    assert "cpu_int4_decode" not in gpu_plan.reasons
+
+
+def test_llama_cpp_plan_takes_larger_batches() -> None:
+    p = hardware.plan(HardwareConfig(), TINY, machine(), backend="llama.cpp", backend_reason="x")
+    assert p.backend == "llama.cpp"
+    assert p.batch_size == hardware.LLAMA_CPP_BATCH_CAP
+    assert not p.cpu_int4_decode
+
+
+# ------------------------------------------------------------------------------------------ exact int4 copies
+def snap_to_grid(weight: torch.Tensor, group: int = optimize.GROUP) -> torch.Tensor:
+    """Round a weight onto 16 levels per group between the group's min and max (what Q4_1 dequantizes to)."""
+    rows, cols = weight.shape
+    w = weight.reshape(rows, cols // group, group)
+    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    scale = (high - low) / 15
+    return (torch.round((w - low) / scale) * scale + low).reshape(rows, cols)
+
+
+def test_int4_grid_is_exact_or_none() -> None:
+    torch.manual_seed(0)
+    random = torch.randn(64, 96)
+    assert optimize.int4_grid(random) is None
+    assert optimize.int4_grid(torch.randn(8, 40)) is None  # 40 columns: not a whole number of groups
+    snapped = snap_to_grid(random)
+    grid = optimize.int4_grid(snapped)
+    assert grid is not None
+    codes, scale, low = grid
+    assert int(codes.min()) >= 0 and int(codes.max()) <= 15
+    rebuilt = (codes.reshape(64, 3, 32) * scale[..., None] + low[..., None]).reshape(64, 96)
+    torch.testing.assert_close(rebuilt, snapped, rtol=0, atol=1e-6)
+
+
+def test_int4_decode_linear_matches_fp32() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96, bias=True)
+    linear.weight.data = snap_to_grid(linear.weight.data)
+    layer = optimize.Int4DecodeLinear(linear, *optimize.int4_grid(linear.weight))
+    with torch.inference_mode():
+        for rows in (1, 3, 4):  # the int4 copy, bf16 activations: close to fp32
+            x = torch.randn(1, rows, 64)
+            torch.testing.assert_close(layer(x), linear(x), rtol=0.02, atol=0.05)
+        x = torch.randn(2, 8, 64)  # more rows: the fp32 weight itself
+        torch.testing.assert_close(layer(x), linear(x), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_on_grid(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with every Linear weight moved onto a 4-bit grid, like a dequantized Q4_1 GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama-grid")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module) is torch.nn.Linear:
+                module.weight.copy_(snap_to_grid(module.weight))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(folder)
+    return folder
+
+
+def test_engine_adds_int4_copies_where_exact(tiny_on_grid: Path, tiny_llama: Path) -> None:
+    with TransformersEngine(str(tiny_on_grid)) as engine:
+        assert engine.plan is not None and engine.plan.cpu_int4_decode
+        assert "of" in engine.plan.reasons["cpu_int4_decode"]
+        # every Linear but the output head (kept fp32): 2 layers x 7 projections
+        assert optimize.int4_decode_layers(engine.model) == 14
+        assert engine.infer("hello world", do_sample=False, max_new_tokens=5)
+    with TransformersEngine(str(tiny_llama)) as engine:  # random weights: nothing is exact, nothing changes
+        assert engine.plan is not None and not engine.plan.cpu_int4_decode
+        assert optimize.int4_decode_layers(engine.model) == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"optimize": False}, {"auto_config": False}])
+def test_plain_fp32_when_asked(tiny_on_grid: Path, kwargs: dict[str, bool]) -> None:
+    with TransformersEngine(str(tiny_on_grid), **kwargs) as engine:
+        assert engine.plan is not None and not engine.plan.cpu_int4_decode
+        assert optimize.int4_decode_layers(engine.model) == 0
+        assert engine.plan.dtype == "float32"
+
+
+def test_agreement_runs_and_is_a_share(tiny_on_grid: Path) -> None:
+    reference = TransformersEngine(str(tiny_on_grid), optimize=False).load_model()
+    candidate = TransformersEngine(str(tiny_on_grid)).load_model()
+    prompts = [reference.tokenizer(t)["input_ids"] for t in ("hello world", "the capital of france is", "one two")]
+    same = optimize.agreement(reference, reference, prompts, 8)
+    assert (same.teacher_forced, same.prefix, same.exact) == (1.0, 1.0, 1.0)
+    result = optimize.agreement(reference, candidate, prompts, 8)
+    assert result.prompts == 3 and result.positions > 0
+    for share in (result.teacher_forced, result.prefix, result.exact):
+        assert 0.0 <= share <= 1.0
+
+
+def test_common_prefix() -> None:
+    assert optimize.common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert optimize.common_prefix([], [1]) == 0
+
+
+def test_completions_carry_their_token_ids(tiny_llama: Path) -> None:
+    with TransformersEngine(str(tiny_llama)) as engine:
+        out = engine.generate(["hello world"], GREEDY)[0]
+        assert len(out.token_ids) == out.output_tokens
+        stream = engine.stream_tokens("hello world", GREEDY)
+        "".join(stream)
+        assert stream.completion is not None and stream.completion.token_ids == out.token_ids
+
+
+# ---------------------------------------------------------------------------------------------------- create()
+def test_create_keeps_transformers_for_a_folder(tiny_llama: Path) -> None:
+    engine = create(str(tiny_llama))
+    assert isinstance(engine, TransformersEngine)
+    with engine:
+        assert engine.plan is not None
+        assert "not a GGUF" in engine.plan.reasons["backend"] or "not installed" in engine.plan.reasons["backend"]
+
+
+def test_create_honours_an_explicit_transformers_backend(tiny_llama: Path) -> None:
+    with create(str(tiny_llama), backend="transformers", optimize=False) as engine:
+        assert engine.plan is not None and engine.plan.reasons["backend"] == "transformers as requested"
+
+
+def test_create_rejects_llama_cpp_for_a_folder(tiny_llama: Path) -> None:
+    with pytest.raises(ConfigError, match="llama.cpp"):
+        create(str(tiny_llama), backend="llama.cpp")
+
+
+# -------------------------------------------------------------------------------------------- LlamaCppEngine
+@pytest.fixture(scope="module")
+def llama_engine():  # type: ignore[no-untyped-def]
+    from omnirun.engine.llamacpp import LlamaCppEngine
+
+    engine = create("smollm2")
+    assert isinstance(engine, LlamaCppEngine)
+    engine.load_model()
+    yield engine
+    engine.unload_model()
+
+
+@needs_llama_cpp
+def test_llama_cpp_engine_generates_and_records_why(llama_engine) -> None:  # type: ignore[no-untyped-def]
+    assert llama_engine.plan.backend == "llama.cpp"
+    assert "llama-cpp-python is installed" in llama_engine.plan.reasons["backend"]
+    assert llama_engine.model_type == "causal-lm"
+    assert llama_engine.max_context and llama_engine.max_context >= 2048
+    answer = llama_engine.chat([{"role": "user", "content": "What is the capital of France?"}], do_sample=False)
+    assert answer.strip()
+    memory = llama_engine.memory()
+    assert memory.model_footprint_mb and memory.model_footprint_mb > 10
+
+
+@needs_llama_cpp
+def test_llama_cpp_forced_lengths_batches_and_streams(llama_engine) -> None:  # type: ignore[no-untyped-def]
+    params = GenerationConfig(do_sample=False, max_new_tokens=6, min_new_tokens=6)
+    texts = ["Once upon a time", "The capital of Germany is", "1, 2, 3,"]
+    batch = llama_engine.generate(texts, params)
+    assert [c.output_tokens for c in batch] == [6, 6, 6]
+    assert all(len(c.token_times_s) == 6 and c.ttft_s is not None for c in batch)
+    assert [c.input_tokens for c in batch] == [llama_engine.count_tokens(t) for t in texts]
+    single = llama_engine.generate([texts[0]], params)[0]
+    stream = llama_engine.stream_tokens(texts[0], params)
+    assert "".join(stream) == single.text
+    assert stream.completion is not None and stream.completion.token_ids == single.token_ids
+
+
+@needs_llama_cpp
+def test_llama_cpp_sampling_is_seeded_and_stops(llama_engine) -> None:  # type: ignore[no-untyped-def]
+    a = llama_engine.infer("Tell me a joke.", max_new_tokens=10, seed=3)
+    assert a == llama_engine.infer("Tell me a joke.", max_new_tokens=10, seed=3)
+    out = llama_engine.generate(["Say hi."], GenerationConfig(do_sample=False, max_new_tokens=200))[0]
+    assert out.finish_reason in ("stop", "length") and out.output_tokens <= 200
+    with pytest.raises(ValueError, match="beam search"):
+        llama_engine.generate(["Hi"], GenerationConfig(do_sample=False, num_beams=2))
+
+
+@needs_llama_cpp
+def test_llama_cpp_tokenizer_adapter(llama_engine) -> None:  # type: ignore[no-untyped-def]
+    tok = llama_engine.tokenizer
+    assert len(tok) == 49152
+    assert tok("Hello world")["input_ids"] == tok.encode("Hello world")
+    assert 2 in tok.all_special_ids and 2 in tok.eos_ids
+    assert llama_engine.has_chat_template()
+    text = llama_engine.render_chat([{"role": "user", "content": "Hi"}])
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+@needs_llama_cpp
+@pytest.mark.slow
+def test_llama_cpp_chat_template_and_tokens_match_transformers(llama_engine, smollm2_engine) -> None:  # type: ignore[no-untyped-def]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three rivers."}]
+    text = smollm2_engine.render_chat(messages)
+    assert llama_engine.render_chat(messages) == text
+    assert (
+        llama_engine.tokenizer.encode(text, False)
+        == smollm2_engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
+
+
+# ------------------------------------------------------------------------------------------------- the harness
+@pytest.mark.slow
+def test_compare_harness_smoke(tiny_llama: Path, tmp_path: Path) -> None:
+    """benchmarks/compare.py end to end in quick mode on the tiny model: baseline and omnirun-hf, the quality
+    check, one table and the JSON (about 20 s: three child processes)."""
+    out = tmp_path / "compare.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--quick", "--skip-cli"]
+    cmd += ["--only", "transformers", "omnirun-hf", "--model-dir", str(tiny_llama), "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| decode tok/s, bs=1 |" in result.stdout
+    report = json.loads(out.read_text())
+    assert set(report["medians"]) == {"transformers", "omnirun-hf"}
+    assert report["ratios_vs_baseline"]["transformers"]["decode_tok_s"] == 1.0
+    assert report["machine"]["cpu"] and report["machine"]["torch"]
+    assert 0.0 <= report["quality"]["omnirun-hf"]["teacher_forced"] <= 1.0
+    assert out.with_suffix(".md").read_text().startswith("## omnirun vs plain Transformers")
