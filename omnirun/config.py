@@ -93,8 +93,16 @@ class ModelConfig:
             )
 
 
+BACKENDS = ("auto", "transformers", "llama.cpp")
+
+
 @dataclass
 class HardwareConfig:
+    backend: str = "transformers"
+    """`transformers`; `llama.cpp` (experimental, GGUF on CPU, needs llama-cpp-python: its greedy answers do not
+    match Transformers' yet, so it is not the default); `auto` lets the planner choose between them."""
+    optimize: bool = True
+    """Let `auto` pick measured CPU speed-ups (the llama.cpp backend, decode paths); false keeps plain fp32."""
     device: Device = Device.auto
     """Where to run; `auto` takes CUDA, then MPS, then the CPU."""
     dtype: DType = DType.auto
@@ -109,6 +117,8 @@ class HardwareConfig:
     """CPU threads for torch; null keeps torch's default (one per physical core)."""
 
     def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"hardware.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         dm = self.device_map
         if dm is not None and not isinstance(dm, dict) and dm not in DEVICE_MAP_STRATEGIES:
             raise ConfigError(

@@ -12,7 +12,8 @@ from typing import Any
 
 from omnirun import benchmark, distributed, formats, hardware, inputs, metrics, models, outputs, resume, tasks, tracking
 from omnirun.config import RunConfig, TaskName
-from omnirun.engine import TransformersEngine
+from omnirun.engine import Engine, TransformersEngine
+from omnirun.engine import create as create_engine
 from omnirun.errors import ConfigError, InputError, OmnirunError
 from omnirun.tasks import TASKS, WINDOW_BATCHES, TaskContext, run_interactive_chat
 
@@ -257,27 +258,29 @@ def archive_previous_metrics(run_dir: Path) -> None:
         current.rename(run_dir / f"metrics.attempt-{n}.json")
 
 
-def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> TransformersEngine:
+def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine:
     """The engine for a run config: the only place config groups become engine arguments."""
     m, h = cfg.model, cfg.hardware
-    return TransformersEngine(
+    return create_engine(
         m.name,
+        backend=h.backend,
+        optimize=h.optimize,
         device=str(h.device),
         dtype=str(h.dtype),
         quantization=None if h.quantization is None else str(h.quantization),
+        device_map=h.device_map,
+        gguf_file=m.gguf_file,
+        num_threads=h.num_threads,
+        hardware_info=info,
+        generation=cfg.generation,
         trust_remote_code=m.trust_remote_code,
         model_type=m.model_type,
         attn_implementation=m.attn_implementation,
-        device_map=h.device_map,
         max_memory=h.max_memory,
         low_cpu_mem_usage=m.low_cpu_mem_usage,
         revision=m.revision,
         cache_dir=m.cache_dir,
-        gguf_file=m.gguf_file,
         allow_pickle=m.allow_pickle,
-        num_threads=h.num_threads,
-        generation=cfg.generation,
-        hardware_info=info,
     )
 
 
