@@ -83,8 +83,10 @@ def main() -> None:
     print(f"| cached load (dense safetensors) | {result['cached_load_s']:.2f} s |")
     print(f"| speedup | {result['speedup']:.1f}x |")
     print(f"| imports (torch, transformers, omnirun) | {result['imports_s']:.2f} s |")
-    print(f"| RSS before load / loaded / after unload | {result['rss_before_mb']:.0f} / "
-          f"{result['rss_loaded_mb']:.0f} / {result['rss_unloaded_mb']:.0f} MB |")
+    print(
+        f"| RSS before load / loaded / after unload | {result['rss_before_mb']:.0f} / "
+        f"{result['rss_loaded_mb']:.0f} / {result['rss_unloaded_mb']:.0f} MB |"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.json}")
