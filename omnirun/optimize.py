@@ -1,12 +1,23 @@
-"""CPU speed-ups applied to a loaded model, and the output-quality check that goes with them.
+"""CPU speed-ups applied to a loaded Transformers model, and the output-quality check that goes with them.
+
+`add_int4_decode`: Linear layers whose fp32 weights lie exactly on a 4-bit grid (weights dequantized from a
+Q4_1 GGUF, like the bundled SmolLM2's dense copy) get an int4 copy used for single-stream decoding, where
+reading 8x fewer bytes per token wins; prefill and batches keep the fp32 weights. Lossless in the weights
+(activations enter the int4 kernel as bf16). Rejected here after measuring: torch dynamic int8
+(`quantize_dynamic`, ~1.6x faster decoding but per-tensor activation scales wreck the prompt's outlier tokens:
+~35% teacher-forced agreement with fp32) and whole-model bf16 (not faster on every run of this CPU).
 
 Quality measure (`agreement`): greedy continuations of a fixed prompt set, reference (fp32 Transformers)
-against candidate (int8, llama.cpp, ...):
-- `teacher_forced`: the reference's prompt + continuation is fed to the candidate; the share of continuation
-  positions where the candidate's greedy next token equals the reference's token. One early difference
-  does not cascade, so this is the per-step agreement.
+against a candidate engine:
+- `teacher_forced`: the reference's prompt + continuation is fed to the candidate in one forward pass; the
+  share of continuation positions where the candidate's greedy next token equals the reference's token. One
+  early difference does not cascade. (For int4 decoding copies this pass runs the fp32 prefill path, so it
+  scores 1.0 by construction; `prefix` and `exact` measure their decoding.)
 - `prefix`: free-running greedy; the mean share of tokens before the first difference (1.0 = identical).
 - `exact`: the share of prompts whose continuations are identical.
+- `divergence_margin`: at each first difference, the reference's logit of its own token minus its logit of the
+  candidate's token; the largest over prompts. Small values (a few tenths) mean the paths only part at
+  near-ties, where any numerical change (bf16, quantized activations, another kernel) can flip a greedy choice.
 """
 
 from __future__ import annotations
@@ -29,17 +40,22 @@ DECODE_ROWS = 4
 
 def int4_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(codes, scale, min) when every group of `group` weights of each row lies exactly on 16 evenly spaced
-    levels, as weights dequantized from a Q4_0/Q4_1 GGUF do; None otherwise (or when the shape does not fit)."""
-    rows, cols = weight.shape
-    if cols % group:
+    levels, as weights dequantized from a Q4_1 GGUF do; None otherwise (or when the shape does not fit).
+    A few rows are checked first, so ordinary weights are turned down without a pass over the whole matrix."""
+    if weight.shape[1] % group or weight.dtype != torch.float32 or grid_codes(weight[:4], group) is None:
         return None
-    w = weight.detach().float().reshape(rows, cols // group, group)
-    low, high = w.amin(-1), w.amax(-1)
+    return grid_codes(weight, group)
+
+
+def grid_codes(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    rows, cols = weight.shape
+    w = weight.detach().reshape(rows, cols // group, group)
+    low, high = torch.aminmax(w, dim=-1)
     scale = (high - low) / 15
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.clamp(torch.round((w - low[..., None]) / safe[..., None]), 0, 15)
-    error = (codes * scale[..., None] + low[..., None] - w).abs().amax()
-    if error > 1e-4 * float(scale.abs().amax()) + 1e-12:
+    step = torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(-1)
+    codes = (w - low.unsqueeze(-1)).div_(step).round_().clamp_(0, 15)
+    error = codes.mul(step).add_(low.unsqueeze(-1)).sub_(w).abs_().amax()
+    if error > 1e-4 * float(scale.amax()) + 1e-12:
         return None
     return codes.to(torch.int32).reshape(rows, cols), scale, low
 
@@ -97,6 +113,10 @@ class Scorer(Protocol):
     def argmax_next(self, ids: list[int]) -> list[int]: ...
 
 
+class Reference(Scorer, Protocol):
+    def next_logits(self, ids: list[int]) -> Any: ...
+
+
 @dataclass
 class Agreement:
     teacher_forced: float
@@ -108,18 +128,24 @@ class Agreement:
     prompts: int
     positions: int
     """Reference continuation tokens compared under teacher forcing."""
+    divergence_margin: float | None
+    """Largest reference logit gap (its token minus the candidate's) at a first difference; None if none."""
 
 
-def agreement(reference: Scorer, candidate: Scorer, prompts: list[list[int]], new_tokens: int) -> Agreement:
+def agreement(reference: Reference, candidate: Scorer, prompts: list[list[int]], new_tokens: int) -> Agreement:
     """Greedy agreement of `candidate` with `reference` on token-id prompts (see the module docstring)."""
     params = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, temperature=1.0, top_p=1.0, top_k=0)
     matched = positions = exact = 0
-    prefixes = []
+    prefixes, margins = [], []
     for ids in prompts:
         ref = reference.generate_ids([ids], params)[0].token_ids
         cand = candidate.generate_ids([ids], params)[0].token_ids
-        prefixes.append(common_prefix(ref, cand) / max(len(ref), len(cand), 1))
+        k = common_prefix(ref, cand)
+        prefixes.append(k / max(len(ref), len(cand), 1))
         exact += ref == cand
+        if k < min(len(ref), len(cand)):
+            logits = reference.next_logits(ids + ref[:k])
+            margins.append(float(logits[ref[k]] - logits[cand[k]]))
         predicted = candidate.argmax_next(ids + ref)[len(ids) - 1 : len(ids) - 1 + len(ref)]
         matched += sum(p == r for p, r in zip(predicted, ref, strict=True))
         positions += len(ref)
@@ -129,6 +155,7 @@ def agreement(reference: Scorer, candidate: Scorer, prompts: list[list[int]], ne
         exact=exact / len(prompts) if prompts else 1.0,
         prompts=len(prompts),
         positions=positions,
+        divergence_margin=max(margins) if margins else None,
     )
 
 

@@ -98,11 +98,11 @@ def test_int4_decode_needs_the_kernel_and_the_cpu() -> None:
     assert "cpu_int4_decode" not in gpu_plan.reasons
 
 
-def test_llama_cpp_plan_takes_larger_batches() -> None:
+def test_llama_cpp_plan() -> None:
     p = hardware.plan(HardwareConfig(), TINY, machine(), backend="llama.cpp", backend_reason="x")
-    assert p.backend == "llama.cpp"
-    assert p.batch_size == hardware.LLAMA_CPP_BATCH_CAP
-    assert not p.cpu_int4_decode
+    assert (p.backend, p.reasons["backend"], p.batch_size) == ("llama.cpp", "x", 16)
+    assert not p.cpu_int4_decode and "cpu_int4_decode" not in p.reasons
+    assert "GGUF" in p.reasons["dtype"]
 
 
 # ------------------------------------------------------------------------------------------ exact int4 copies
@@ -183,11 +183,12 @@ def test_agreement_runs_and_is_a_share(tiny_on_grid: Path) -> None:
     candidate = TransformersEngine(str(tiny_on_grid)).load_model()
     prompts = [reference.tokenizer(t)["input_ids"] for t in ("hello world", "the capital of france is", "one two")]
     same = optimize.agreement(reference, reference, prompts, 8)
-    assert (same.teacher_forced, same.prefix, same.exact) == (1.0, 1.0, 1.0)
+    assert (same.teacher_forced, same.prefix, same.exact, same.divergence_margin) == (1.0, 1.0, 1.0, None)
     result = optimize.agreement(reference, candidate, prompts, 8)
     assert result.prompts == 3 and result.positions > 0
     for share in (result.teacher_forced, result.prefix, result.exact):
         assert 0.0 <= share <= 1.0
+    assert result.divergence_margin is None or result.divergence_margin > -1e-4  # the reference picked its argmax
 
 
 def test_common_prefix() -> None:
@@ -311,3 +312,33 @@ def test_compare_harness_smoke(tiny_llama: Path, tmp_path: Path) -> None:
     assert report["machine"]["cpu"] and report["machine"]["torch"]
     assert 0.0 <= report["quality"]["omnirun-hf"]["teacher_forced"] <= 1.0
     assert out.with_suffix(".md").read_text().startswith("## omnirun vs plain Transformers")
+
+
+# ------------------------------------------------------------------------------- llama.cpp sampling (pure numpy)
+def test_sampler_follows_transformers_processors() -> None:
+    """Greedy choice with repetition penalty and min_new_tokens, and the top-k/top-p support, as Transformers'
+    processors give them (the Sampler is numpy only, so this runs without llama-cpp-python)."""
+    import numpy as np
+    from transformers.generation import (
+        RepetitionPenaltyLogitsProcessor,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from omnirun.engine.llamacpp import Sampler
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=50).astype(np.float32)
+    prompt, output = [3, 7, 7], [int(logits.argmax())]
+    greedy = GenerationConfig(do_sample=False, repetition_penalty=1.3, min_new_tokens=3)
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor([prompt + output]), torch.tensor(logits[None]))
+    expected[0, int(logits.argmax())] = -float("inf")  # pretend the argmax is end-of-sequence: masked until 3 tokens
+    sampler = Sampler(greedy, {int(logits.argmax())}, seed=0)
+    assert sampler(logits, prompt, output) == int(expected.argmax())
+
+    params = GenerationConfig(do_sample=True, temperature=1.0, top_k=10, top_p=0.6)
+    warped = TopPLogitsWarper(0.6)(None, TopKLogitsWarper(10)(None, torch.tensor(logits[None])))
+    support = set(torch.nonzero(torch.isfinite(warped[0])).flatten().tolist())
+    sampler = Sampler(params, set(), seed=1)
+    drawn = {sampler(logits, [], []) for _ in range(300)}
+    assert drawn <= support and len(drawn) == len(support)

@@ -1,8 +1,8 @@
 """`LlamaCppEngine`: GGUF models on the CPU through llama.cpp (`llama-cpp-python`, an optional dependency).
 
 The same API as `TransformersEngine` as far as the runner and tasks use it. A batch of prompts is decoded
-together: one `llama_decode` per step serves every unfinished sequence (each its own `seq_id` in a unified KV
-cache), and a sequence that finishes leaves the batch. Sampling (greedy, temperature, top-k, top-p,
+together: one `llama_decode` per step serves every unfinished sequence (each its own `seq_id` and KV cells),
+and a sequence that finishes leaves the batch. Sampling (greedy, temperature, top-k, top-p,
 repetition penalty, min_new_tokens) follows Transformers' definitions, in numpy; beam search and
 no_repeat_ngram_size are Transformers-only. No torch or transformers import on this path.
 """
@@ -10,6 +10,7 @@ no_repeat_ngram_size are Transformers-only. No torch or transformers import on t
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -65,7 +66,6 @@ class LlamaCppEngine(SimpleAPI):
         self._ctx: Any = None
         self._ctx_size = (0, 0)  # (sequences, KV cells per sequence) of the current context
         self._batch: Any = None
-        self._template: Any = None
 
     # ----------------------------------------------------------------------------------------------- loading
     @property
@@ -88,30 +88,34 @@ class LlamaCppEngine(SimpleAPI):
 
     def load_tokenizer(self) -> GGUFTokenizer:
         """Resolve the GGUF file and load its vocabulary only: enough to check the chat template."""
-        if self.tokenizer is not None:
-            return self.tokenizer
+        if self.tokenizer is None:
+            self._vocab_model = self._load(self._gguf_path(), vocab_only=True)
+            self.tokenizer = GGUFTokenizer(self._vocab_model)
+        return self.tokenizer
+
+    def _gguf_path(self) -> Path:
         source = models.resolve(self.model_id, self.gguf_file)
         if source.gguf_path is None:
             raise ModelLoadError(f"model {self.model_id!r} is not a GGUF file; the llama.cpp backend runs GGUF only")
         self.source = source
-        self._vocab_model = self._load(source.gguf_path, vocab_only=True)
-        self.tokenizer = GGUFTokenizer(self._vocab_model)
-        return self.tokenizer
+        return source.gguf_path
 
     def load_model(self) -> LlamaCppEngine:
         """Load the GGUF weights (memory-mapped) and plan threads and batch size. A no-op when loaded."""
         if self.is_loaded:
             return self
         start = time.perf_counter()
-        self.load_tokenizer()
-        assert self.source is not None and self.source.gguf_path is not None
-        self._model = self._load(self.source.gguf_path, vocab_only=False)
+        self._model = self._load(self._gguf_path(), vocab_only=False)  # memory-mapped: pages load on use
         self.tokenizer = GGUFTokenizer(self._model)
-        self._vocab_model = None
+        if self._vocab_model is not None:  # load_tokenizer() came first
+            self._vocab_model.close()
+            self._vocab_model = None
         info = self.hardware_info or hardware.detect()
         plan = hardware.plan(self.request, self._size(), info, backend="llama.cpp", backend_reason=self.backend_reason)
-        threads = plan.num_threads or info.cpu_cores
+        threads = plan.num_threads or env_threads() or info.cpu_cores
         reasons = {**plan.reasons, "device": "cpu: the llama.cpp backend runs on the CPU"}
+        if not plan.num_threads and env_threads():
+            reasons["num_threads"] = f"{threads} from OMP_NUM_THREADS"
         self.plan = replace(plan, num_threads=threads, reasons=reasons)
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s with llama.cpp in %.2fs (%d threads)", self.model_id, self.load_seconds, threads)
@@ -124,7 +128,7 @@ class LlamaCppEngine(SimpleAPI):
         init_llama_cpp()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = vocab_only
-        if hasattr(params, "use_extra_bufts"):  # repacked AMX buffers crash on some CPUs; plain buffers are safe
+        if hasattr(params, "use_extra_bufts") and cpu_has_amx():  # llama.cpp's AMX buffers have crashed there
             params.use_extra_bufts = False
         try:
             return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
@@ -315,8 +319,7 @@ class Decoder:
         active = list(range(len(self.prompts)))
         while active:
             for row, seq in enumerate(active):
-                history = self.prompts[seq] + self.tokens[seq]
-                self._accept(seq, self.sampler(logits[row], history, len(self.tokens[seq])))
+                self._accept(seq, self.sampler(logits[row], self.prompts[seq], self.tokens[seq]))
             yield
             active = [s for s in active if len(self.tokens[s]) < params.max_new_tokens and self.finish[s] != "stop"]
             if not active:
@@ -369,17 +372,17 @@ class Sampler:
         self.eos_list = sorted(eos)
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, logits: Any, history: list[int], generated: int) -> int:
-        """`history`: prompt and output so far; `generated`: how many of those are output."""
+    def __call__(self, logits: Any, prompt: list[int], output: list[int]) -> int:
+        """The next token after `prompt` and the `output` so far."""
         import numpy as np
 
         p = self.params
         scores = logits.astype(np.float32, copy=True)
         if p.repetition_penalty != 1.0:
-            seen = np.unique(np.asarray(history, dtype=np.int64))
+            seen = np.unique(np.asarray(prompt + output, dtype=np.int64))
             s = scores[seen]
             scores[seen] = np.where(s < 0, s * p.repetition_penalty, s / p.repetition_penalty)
-        if p.min_new_tokens and self.eos_list and generated < p.min_new_tokens:
+        if p.min_new_tokens and self.eos_list and len(output) < p.min_new_tokens:
             scores[self.eos_list] = -np.inf
         if not p.do_sample:
             return int(scores.argmax())
@@ -442,9 +445,8 @@ class GGUFTokenizer:
         self._model = model
         self._llama_cpp = llama_cpp
         self.add_bos = bool(model.add_bos_token())
-        eos = {model.token_eos(), model.token_eot()}
-        self.eos_ids = {t for t in eos if t >= 0}
         self.eos_token_id = model.token_eos()
+        self.eos_ids = {self.eos_token_id} if self.eos_token_id >= 0 else set()  # as Transformers stops
         self.chat_template = self._chat_template()
         self._special: list[int] | None = None
 
@@ -494,6 +496,21 @@ class GGUFTokenizer:
 
 
 _BACKEND_READY = False
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU advertises AMX (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
+def env_threads() -> int | None:
+    """OMP_NUM_THREADS when set, as torch honours it too."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def init_llama_cpp() -> None:

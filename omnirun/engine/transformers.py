@@ -345,6 +345,14 @@ class TransformersEngine(SimpleAPI):
             logits = self.model(input_ids=torch.tensor([ids], device=self.model.device)).logits
         return logits[0].argmax(dim=-1).tolist()
 
+    def next_logits(self, ids: list[int]) -> Any:
+        """The fp32 logits of the token after `ids` (a 1-D tensor; causal LMs only)."""
+        import torch
+
+        self._require_loaded()
+        with torch.inference_mode():
+            return self.model(input_ids=torch.tensor([ids], device=self.model.device)).logits[0, -1].float().cpu()
+
     def stream_tokens(
         self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
     ) -> TokenStream:
