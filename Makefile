@@ -2,10 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# LLAMA_CPP=1 builds the optional llama.cpp backend too (see README, Backends).
+LLAMA_CPP ?= 0
 
 .PHONY: setup run test test-all lint bench
 setup:
-	@bash scripts/setup.sh
+	@LLAMA_CPP=$(LLAMA_CPP) bash scripts/setup.sh
 
 run: setup
 	$(PY) -m omnirun $(ARGS)

@@ -9,7 +9,8 @@ since llama.cpp's and torch's OpenMP threads spin and would slow each other down
 - `transformers`: the baseline, a plain script: `AutoModelForCausalLM` + `generate`, fp32, defaults, loading the
   dense safetensors copy of the GGUF that omnirun caches (`omnirun.models.dense_cache_dir`);
 - `omnirun`: omnirun's defaults: `omnirun.engine.create("smollm2", backend=<default hardware.backend>)`;
-- `omnirun-fastest`: the fastest configuration measured here (see FASTEST);
+- `omnirun-transformers`: omnirun forced onto its Transformers backend (`hardware.backend=transformers`, still
+  with its automatic CPU speed-ups): what the defaults give where llama-cpp-python is not installed;
 - `omnirun-hf`: omnirun on the dense safetensors folder, i.e. the model in plain Hugging Face form (no GGUF);
 - `llama.cpp`: plain `llama_cpp.Llama` on the same GGUF, when llama-cpp-python is installed (the outside anchor).
 
@@ -19,7 +20,7 @@ Workloads, output lengths forced (min_new_tokens = max_new_tokens; llama.cpp's r
   batch size; the baseline makes one left-padded `generate` call; plain llama.cpp runs them one by one);
 - stream: end-to-end time of the streaming path over the non-streaming one, same prompt and length (medians
   of interleaved pairs);
-- cli: wall time of `python -m omnirun` answering one prompt (defaults, and `hardware.backend=llama.cpp`)
+- cli: wall time of `python -m omnirun` answering one prompt (defaults, and `hardware.backend=transformers`)
   against plain scripts doing the same;
 - peak RSS (VmHWM) of each contender's process.
 Warm-up calls are excluded; every number is a median over repeats. Quality: greedy token agreement of each
@@ -44,8 +45,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FASTEST: dict[str, Any] = {"backend": "llama.cpp"}
-"""Engine keywords of omnirun's fastest configuration here (llama.cpp when installed, else the default)."""
 TOPICS = [
     "the water cycle",
     "how a bicycle gear works",
@@ -104,7 +103,7 @@ def llama_cpp_installed() -> bool:
 
 
 def contenders() -> list[str]:
-    names = ["transformers", "omnirun", "omnirun-fastest", "omnirun-hf"]
+    names = ["transformers", "omnirun", "omnirun-transformers", "omnirun-hf"]
     return [*names, "llama.cpp"] if llama_cpp_installed() else names
 
 
@@ -270,8 +269,8 @@ def build(name: str, cfg: dict[str, Any]) -> Any:
         return LlamaCpp(cfg["gguf"])
     if name == "omnirun-hf":
         return Omnirun(cfg["model_dir"])
-    if name == "omnirun-fastest" and llama_cpp_installed():
-        return Omnirun(cfg["gguf"], **FASTEST)
+    if name == "omnirun-transformers":
+        return Omnirun(cfg["gguf"], backend="transformers")
     return Omnirun(cfg["gguf"], backend=default_backend())
 
 
@@ -350,7 +349,7 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {}
     engines = {
         "omnirun": lambda: create(cfg["gguf"], backend=default_backend()),
-        "omnirun-fastest": lambda: create(cfg["gguf"], **FASTEST),
+        "omnirun-transformers": lambda: create(cfg["gguf"], backend="transformers"),
         "omnirun-hf": lambda: create(cfg["model_dir"]),
     }
     for name in [n for n in cfg["contenders"] if n in engines]:
@@ -418,8 +417,8 @@ def cli_commands(cfg: dict[str, Any], out_root: str) -> dict[str, list[str]]:
         ],
         "transformers": [py, "-c", PLAIN_TRANSFORMERS, cfg["model_dir"], CLI_PROMPT, str(n)],
     }
+    commands["omnirun-transformers"] = [*commands["omnirun"], "hardware.backend=transformers"]
     if llama_cpp_installed():
-        commands["omnirun-llama.cpp"] = [*commands["omnirun"], "hardware.backend=llama.cpp"]
         commands["llama.cpp"] = [py, "-c", PLAIN_LLAMA_CPP, cfg["gguf"], CLI_PROMPT, str(n)]
     return commands
 
@@ -603,7 +602,6 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = [
         ("omnirun defaults: decode vs llama.cpp", ratio("omnirun", "llama.cpp", "decode_tok_s"), 0.9, True),
-        ("omnirun-fastest: decode vs llama.cpp", ratio("omnirun-fastest", "llama.cpp", "decode_tok_s"), 0.9, True),
         (
             "omnirun on HF safetensors: decode vs baseline",
             ratio("omnirun-hf", "transformers", "decode_tok_s"),
@@ -611,11 +609,16 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             True,
         ),
         ("omnirun defaults: batch tok/s vs baseline single-stream", single("omnirun"), 6.0, True),
-        ("omnirun-fastest: batch tok/s vs baseline single-stream", single("omnirun-fastest"), 6.0, True),
+        ("omnirun-transformers: batch tok/s vs baseline single-stream", single("omnirun-transformers"), 6.0, True),
         ("omnirun-hf: batch tok/s vs baseline single-stream", single("omnirun-hf"), 6.0, True),
         *[(f"{n}: stream / non-stream", med[n]["stream_ratio"], 1.05, False) for n in med if n.startswith("omnirun")],
-        ("python -m omnirun vs plain transformers script", wall("omnirun", "transformers"), 1.3, False),
-        ("python -m omnirun (llama.cpp) vs plain llama.cpp script", wall("omnirun-llama.cpp", "llama.cpp"), 1.3, False),
+        (
+            "python -m omnirun (transformers backend) vs plain transformers script",
+            wall("omnirun-transformers", "transformers"),
+            1.3,
+            False,
+        ),
+        ("python -m omnirun (defaults: llama.cpp) vs plain llama.cpp script", wall("omnirun", "llama.cpp"), 1.3, False),
         (
             "omnirun-hf peak RSS vs baseline (same fp32 weights)",
             ratio("omnirun-hf", "transformers", "peak_rss_mb"),
@@ -623,8 +626,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             False,
         ),
         (
-            "omnirun-fastest peak RSS vs plain llama.cpp",
-            ratio("omnirun-fastest", "llama.cpp", "peak_rss_mb"),
+            "omnirun defaults peak RSS vs plain llama.cpp",
+            ratio("omnirun", "llama.cpp", "peak_rss_mb"),
             1.2,
             False,
         ),

@@ -98,9 +98,9 @@ BACKENDS = ("auto", "transformers", "llama.cpp")
 
 @dataclass
 class HardwareConfig:
-    backend: str = "transformers"
-    """`transformers`; `llama.cpp` (experimental, GGUF on CPU, needs llama-cpp-python: its greedy answers do not
-    match Transformers' yet, so it is not the default); `auto` lets the planner choose between them."""
+    backend: str = "auto"
+    """`auto` takes llama.cpp for a GGUF model on the CPU when llama-cpp-python is installed (the fastest path
+    measured, see benchmarks/), else Transformers; `transformers` or `llama.cpp` force one."""
     optimize: bool = True
     """Let `auto` pick measured CPU speed-ups (the llama.cpp backend, decode paths); false keeps plain fp32."""
     device: Device = Device.auto

@@ -213,7 +213,8 @@ def choose_backend(
         return "transformers", f"transformers: llama.cpp not used ({problem})"
     return "llama.cpp", (
         "llama.cpp: a GGUF model on the CPU and llama-cpp-python is installed; its kernels run the GGUF weights "
-        "as they are and decoded ~3x faster than Transformers fp32 on this project's CPUs (benchmarks/results)"
+        "as they are and decoded ~3x faster than Transformers fp32 on this project's CPUs, agreeing with fp32 "
+        "on 98% of greedy tokens under teacher forcing (bf16: 97%; benchmarks/results)"
     )
 
 

