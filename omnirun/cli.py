@@ -7,6 +7,7 @@ unknown option or a bad value fails with one line and exit status 2 before any m
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -34,13 +35,17 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         return
     overrides = [a for a in argv if not a.startswith("-")]
-    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for a in argv):
+    raw = None
+    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):  # not --help, --cfg, ...
         try:
-            preflight(overrides)
+            raw = preflight(overrides)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
     flags = [a for a in argv if a in ("-m", "--multirun")]  # Hydra wants its flags before the overrides
+    if raw is not None and not flags and not any(o.lstrip("+~").startswith("hydra") for o in overrides):
+        run_single(raw, overrides)  # Hydra's launcher adds nothing to one run; its second composition is ~1 s
+        return
     overrides = [a for a in argv if a not in flags]
     if flags:
         try:
@@ -63,9 +68,10 @@ def sweep_resume_overrides(overrides: list[str]) -> list[str]:
     return [f"hydra.sweep.dir={target}"]
 
 
-def preflight(overrides: list[str]) -> None:
+def preflight(overrides: list[str]) -> Any:
     """Compose and validate the config for every value of every override; raise ConfigError on the first
-    problem, phrased for the user."""
+    problem, phrased for the user. Returns the composed tree of the first combination (the run itself when
+    nothing sweeps)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
@@ -80,14 +86,17 @@ def preflight(overrides: list[str]) -> None:
     for i, o in enumerate(parsed):
         if o.is_sweep_override():
             trials += [[*base[:i], value, *base[i + 1 :]] for value in list(sweep_values(o))[1:]]
+    composed = []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for trial in trials:
             try:
-                to_run_config(compose(config_name="config", overrides=trial))
+                composed.append(compose(config_name="config", overrides=trial))
+                to_run_config(composed[-1])
             except ConfigError:
                 raise
             except Exception as exc:
                 raise ConfigError(explain(exc)) from None
+    return composed[0]
 
 
 def sweep_values(override: Any) -> Any:
@@ -161,6 +170,13 @@ def _hydra_main() -> Any:
 
 def hydra_entry() -> None:
     _hydra_main()()
+
+
+def run_single(raw: Any, overrides: list[str]) -> None:
+    """One run, without Hydra's launcher: the same typed config and files as a Hydra single run."""
+    from omegaconf import OmegaConf
+
+    execute(to_run_config(raw), OmegaConf.to_yaml(raw, resolve=True), overrides, None)
 
 
 def run_job(raw: Any) -> str:
@@ -283,10 +299,16 @@ def setup_logging(debug: bool) -> None:
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if not debug:
-        import transformers
+        quiet_transformers()
 
-        transformers.utils.logging.disable_progress_bar()  # the per-load "Loading weights" bar
-        transformers.utils.logging.set_verbosity_error()
+
+def quiet_transformers() -> None:
+    """Transformers' warnings off, without importing it (~1 s, and it pulls in torch, which a llama.cpp run
+    needs neither of): it reads TRANSFORMERS_VERBOSITY when first imported. Its weight-loading progress bar
+    stays: on a large model that is long work."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
 
 
 class RedactingFormatter(logging.Formatter):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,9 +100,9 @@ class PeakMemory:
 
 
 def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    """CUDA in use by this process: only possible once torch is imported (a llama.cpp run never imports it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_available()
 
 
 def reset_hwm() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -54,7 +55,6 @@ def run(
         if main:
             write_run_files(run_dir, resolved_yaml, overrides)
     records = data.records[skipped:]
-    seed_everything(cfg.seed)
     engine = build_engine(cfg, info)
     if cfg.task.name == TaskName.benchmark:
         return run_benchmark(cfg, run_dir, engine, data, info, config_sha, started)
@@ -69,6 +69,7 @@ def run(
     with metrics.PeakMemory() as peak:
         with metrics.timed() as load:
             engine.load_model()
+        seed_everything(cfg.seed)  # after loading: torch is imported by then if the backend uses it
         assert engine.plan is not None
         batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
         ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=data.source == "prompt")
@@ -165,6 +166,7 @@ def run_benchmark(
     before = benchmark.machine_load()
     with metrics.PeakMemory() as load_mem, metrics.timed() as load:
         engine.load_model()
+    seed_everything(cfg.seed)
     write_manifest(run_dir, cfg, engine, info, data, config_sha)
     bench = cfg.benchmark
     batches, source = benchmark_batches(cfg, engine, data)
@@ -322,10 +324,10 @@ def write_manifest(
 
 
 def seed_everything(seed: int) -> None:
-    import torch
-
+    """Seed Python, numpy and (when loaded: a llama.cpp run never imports it) torch."""
     random.seed(seed)
-    torch.manual_seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
     try:
         import numpy as np
 
