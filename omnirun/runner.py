@@ -274,6 +274,7 @@ def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine:
         gguf_file=m.gguf_file,
         num_threads=h.num_threads,
         hardware_info=info,
+        batched=str(cfg.task.batch_size) != "1",
         generation=cfg.generation,
         trust_remote_code=m.trust_remote_code,
         model_type=m.model_type,

@@ -226,7 +226,7 @@ def test_every_plan_explains_itself(name: str) -> None:
     assert str(p.batch_size) in p.reasons["batch_size"]
 
 
-@pytest.mark.parametrize(("hw", "cap"), [(machine(ram_gb=1024), 16), (machine(gpu(80)), 64)])
+@pytest.mark.parametrize(("hw", "cap"), [(machine(ram_gb=1024), 64), (machine(gpu(80)), 64)])
 def test_batch_size_cap(hw: HardwareInfo, cap: int) -> None:
     p = hardware.plan(request(), TINY, hw)
     assert p.batch_size == cap
@@ -247,7 +247,8 @@ def test_batch_size_is_one_when_nothing_fits() -> None:
 
 
 def test_batch_size_without_kv_shape_takes_the_cap() -> None:
-    assert hardware.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}) == 16
+    assert hardware.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}) == 64
+    assert hardware.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}, backend="llama.cpp") == 16
 
 
 @settings(max_examples=60, deadline=None)
@@ -264,8 +265,7 @@ def test_batch_size_is_a_capped_power_of_two(
 ) -> None:
     hw = machine(gpu(free_gb, max(free_gb, 1.0))) if on_gpu else machine(ram_gb=free_gb)
     p = hardware.plan(request(quantization=quantization), ModelSize(params, layers, kv_dim), hw)
-    cap = 64 if on_gpu else 16
-    assert 1 <= p.batch_size <= cap
+    assert 1 <= p.batch_size <= 64
     assert p.batch_size & (p.batch_size - 1) == 0
     assert p.device == ("cuda" if on_gpu else "cpu")
     assert set(p.reasons) >= {"device", "dtype", "quantization", "batch_size"}

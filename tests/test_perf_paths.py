@@ -56,6 +56,13 @@ def test_auto_keeps_transformers_and_says_why(
     assert why in reason
 
 
+def test_auto_keeps_transformers_for_batched_runs() -> None:
+    backend, reason = hardware.choose_backend("auto", HardwareConfig(), machine(), gguf=True, batched=True)
+    assert backend == "transformers" and "batched run" in reason
+    explicit = hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=True, batched=True)
+    assert explicit[0] == "llama.cpp"
+
+
 def test_explicit_backends() -> None:
     assert hardware.choose_backend("transformers", HardwareConfig(), machine(), gguf=True)[0] == "transformers"
     assert hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=True)[0] == "llama.cpp"
@@ -310,6 +317,18 @@ def test_llama_cpp_stays_close_to_fp32(llama_engine, smollm2_engine) -> None:  #
     result = optimize.agreement(smollm2_engine, llama_engine, prompts, 16)
     assert result.teacher_forced >= 0.9, result
     assert result.divergence_margin is None or result.divergence_margin < 1.0, result
+
+
+@pytest.mark.slow
+def test_cli_batch_task_keeps_transformers(tmp_path: Path) -> None:
+    """task=batch under `hardware.backend=auto` runs Transformers, batch size planned up to 64 on the CPU."""
+    from clirun import omnirun
+
+    assert omnirun(tmp_path, "task=batch", "generation.max_new_tokens=2", "input.prompt=Hi") == 0
+    (manifest,) = tmp_path.rglob("manifest.json")
+    plan = json.loads(manifest.read_text())["plan"]
+    assert plan["backend"] == "transformers"
+    assert ("batched run" if HAS_LLAMA_CPP else "not installed") in plan["reasons"]["backend"]
 
 
 @pytest.mark.slow

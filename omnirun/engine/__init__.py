@@ -31,13 +31,15 @@ def create(
     num_threads: int | None = None,
     batch_size: int | None = None,
     hardware_info: hardware.HardwareInfo | None = None,
+    batched: bool = False,
     **transformers_kwargs: Any,
 ) -> TransformersEngine | LlamaCppEngine:
     """The fastest engine for this model and machine, or the one asked for (`backend`: `auto`,
     `transformers`, `llama.cpp`). Auto takes llama.cpp for a GGUF model on the CPU when llama-cpp-python is
     installed and no Transformers-only option (dtype, quantization, device_map) is set; the choice and its
-    reason land in the engine's `plan.reasons["backend"]`. `optimize=False` or `auto_config=False` keep
-    plain Transformers (fp32 on the CPU). Other keywords go to `TransformersEngine`."""
+    reason land in the engine's `plan.reasons["backend"]`. `batched=True` (many prompts decoded together, as
+    task=batch does) keeps Transformers, faster there on the CPUs measured. `optimize=False` or
+    `auto_config=False` keep plain Transformers (fp32 on the CPU). Other keywords go to `TransformersEngine`."""
     info = hardware_info or hardware.detect()
     request = HardwareConfig(
         device=_enum("device", Device, device),
@@ -47,7 +49,9 @@ def create(
         num_threads=num_threads,
     )
     gguf = models.resolve(model_id, gguf_file).is_gguf
-    chosen, reason = hardware.choose_backend(backend, request, info, gguf=gguf, optimize=optimize and auto_config)
+    chosen, reason = hardware.choose_backend(
+        backend, request, info, gguf=gguf, optimize=optimize and auto_config, batched=batched
+    )
     generation = transformers_kwargs.pop("generation", None)
     if chosen == "llama.cpp":
         from omnirun.engine.llamacpp import LlamaCppEngine
