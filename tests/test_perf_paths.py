@@ -169,12 +169,28 @@ def test_engine_adds_int4_copies_where_exact(tiny_on_grid: Path, tiny_llama: Pat
     with TransformersEngine(str(tiny_on_grid)) as engine:
         assert engine.plan is not None and engine.plan.cpu_int4_decode
         assert "of" in engine.plan.reasons["cpu_int4_decode"]
-        # every Linear but the output head (kept fp32): 2 layers x 7 projections
+        # every Linear but the output head: 2 layers x 7 projections; the head gets a bf16 decoding copy
         assert optimize.int4_decode_layers(engine.model) == 14
+        head = engine.model.get_output_embeddings()
+        assert isinstance(head, optimize.Bf16DecodeLinear) and head.weight.dtype == torch.float32
         assert engine.infer("hello world", do_sample=False, max_new_tokens=5)
     with TransformersEngine(str(tiny_llama)) as engine:  # random weights: nothing is exact, nothing changes
         assert engine.plan is not None and not engine.plan.cpu_int4_decode
         assert optimize.int4_decode_layers(engine.model) == 0
+        assert type(engine.model.get_output_embeddings()) is torch.nn.Linear
+
+
+def test_bf16_decode_head_keeps_the_fp32_weight_for_prefill() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 300, bias=False)
+    head = optimize.Bf16DecodeLinear(linear)
+    assert head.weight is linear.weight  # a tied embedding stays tied
+    with torch.inference_mode():
+        x = torch.randn(1, 1, 64)
+        torch.testing.assert_close(head(x), linear(x), rtol=0.02, atol=0.05)
+        assert not torch.equal(head(x), linear(x))  # decoding really used the bf16 copy
+        x = torch.randn(1, 9, 64)
+        torch.testing.assert_close(head(x), linear(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("kwargs", [{"optimize": False}, {"auto_config": False}])
