@@ -7,8 +7,8 @@ SmolLM2-135M GGUF (and its dense safetensors copy), with one table of medians an
 Contenders (each run in a fresh child process, one at a time, interleaved over repeats; never in parallel,
 since llama.cpp's and torch's OpenMP threads spin and would slow each other down):
 - `transformers`: the baseline, a plain script: `AutoModelForCausalLM` + `generate`, fp32, defaults, loading the
-  dense safetensors copy of the GGUF that omnirun caches (`omnirun.models.dense_cache_dir`);
-- `omnirun`: omnirun's defaults: `omnirun.engine.create("smollm2", backend=<default hardware.backend>)`;
+  dense safetensors copy of the GGUF that omnirun caches (`omnirun.engine.source.dense_cache_dir`);
+- `omnirun`: omnirun's defaults: `omnirun.engine.build.build(ModelConfig(<gguf>), HardwareConfig())`;
 - `omnirun-transformers`: omnirun forced onto its Transformers backend (`hardware.backend=transformers`, still
   with its automatic CPU speed-ups): what the defaults give where llama-cpp-python is not installed;
 - `omnirun-hf`: omnirun on the dense safetensors folder, i.e. the model in plain Hugging Face form (no GGUF);
@@ -25,9 +25,11 @@ Workloads, output lengths forced (min_new_tokens = max_new_tokens; llama.cpp's r
 - peak RSS (VmHWM) of each contender's process, after the single-prompt workloads and at the end (with the batch).
 omnirun's batch workload runs what task=batch would: under `hardware.backend=auto` a batched run keeps
 Transformers, so the `omnirun` contender unloads its llama.cpp engine and loads a Transformers one for it.
-Warm-up calls are excluded; every number is a median over repeats. Quality: greedy token agreement of each
-omnirun path with fp32 Transformers (`omnirun.optimize.agreement`; "max margin" is the largest fp32 logit gap
-at a point where the paths part: small means they only part at near-ties). Results go to benchmarks/results/.
+Warm-up calls are excluded; every number is a median over repeats, and every ratio is candidate / baseline as
+`omnirun.reporting.compare.ratio` computes it (the same as `python -m omnirun.compare`). Quality: greedy token
+agreement of each omnirun path with fp32 Transformers on token ids (`omnirun.engine.hf.optimize.agreement`;
+"max margin" is the largest fp32 logit gap at a point where the paths part: small means they only part at
+near-ties). Results go to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -178,26 +180,33 @@ class FirstToken:
         pass
 
 
+def create(model: str, backend: str | None = None, *, batched: bool = False) -> Any:
+    """omnirun's engine for `model` as the CLI builds it (`hardware.backend=<backend>`, default: the CLI's),
+    not loaded yet."""
+    from omnirun.config import Backend, HardwareConfig, ModelConfig
+    from omnirun.engine.build import build
+
+    hardware = HardwareConfig() if backend is None else HardwareConfig(backend=Backend(backend))
+    return build(ModelConfig(name=model), hardware, batched=batched)
+
+
 class Omnirun:
-    """omnirun's engine API, as `omnirun.engine.create(model, **kwargs)` builds it."""
+    """omnirun's engine API, as `omnirun.engine.build.build` makes it from the typed configs."""
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def __init__(self, model: str, backend: str | None = None, *, batched: bool = False) -> None:
         from omnirun.config import GenerationConfig
-        from omnirun.engine import create
 
-        self.model, self.kwargs = model, kwargs
-        self.engine = create(model, **kwargs).load_model()
+        self.model, self.backend = model, backend
+        self.engine = create(model, backend, batched=batched).load_model()
         self.params = lambda n: GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=n)
 
     def for_batch(self) -> Omnirun:
         """The runner task=batch would use: another engine when a batched run makes `auto` pick another backend
-        (create() only plans; nothing loads unless it differs)."""
-        from omnirun.engine import create
-
-        if type(create(self.model, batched=True, **self.kwargs)) is type(self.engine):
+        (building only places the model; nothing loads unless it differs)."""
+        if type(create(self.model, self.backend, batched=True)) is type(self.engine):
             return self
         self.engine.unload_model()
-        return Omnirun(self.model, batched=True, **self.kwargs)
+        return Omnirun(self.model, self.backend, batched=True)
 
     def chat(self, prompt: str) -> str:
         return self.engine.render_chat([{"role": "user", "content": prompt}])
@@ -295,20 +304,20 @@ def default_backend() -> str:
 
 
 def bundled_gguf() -> Path:
-    from omnirun import models
+    from omnirun.engine import source
 
-    return models.bundled_gguf()
+    return source.bundled_gguf()
 
 
 def dense_copy() -> Path:
     """The dense safetensors folder omnirun caches for the bundled GGUF (converted on first use)."""
-    from omnirun import models
+    from omnirun.engine import source
 
-    folder = models.dense_cache_dir(models.bundled_gguf())
-    if not models.is_complete(folder):
+    folder = source.dense_cache_dir(source.bundled_gguf())
+    if not source.is_complete(folder):
         from omnirun.engine import TransformersEngine
 
-        TransformersEngine(models.BUNDLED, optimize=False).load_tokenizer()
+        TransformersEngine(source.BUNDLED, optimize=False).load_tokenizer()
     return folder
 
 
@@ -353,8 +362,8 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
     """Greedy agreement of omnirun's paths with fp32 Transformers on a fixed prompt set."""
     from dataclasses import asdict
 
-    from omnirun import optimize
-    from omnirun.engine import TransformersEngine, create
+    from omnirun.engine import TransformersEngine
+    from omnirun.engine.hf import optimize
 
     reference = TransformersEngine(cfg["model_dir"], optimize=False).load_model()
     prompts = [
@@ -365,7 +374,7 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {}
     engines = {
         "omnirun": lambda: create(cfg["gguf"], backend=default_backend()),
-        "omnirun-transformers": lambda: create(cfg["gguf"], backend="transformers"),
+        "omnirun-transformers": lambda: create(cfg["gguf"], "transformers"),
         "omnirun-hf": lambda: create(cfg["model_dir"]),
     }
     for name in [n for n in cfg["contenders"] if n in engines]:
@@ -381,9 +390,12 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    """This process's peak RSS: the kernel's VmHWM (as omnirun's metrics read it), else getrusage."""
+    from omnirun.results.timing import read_hwm_mb
+
+    hwm = read_hwm_mb()
+    if hwm is not None:
+        return hwm
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -470,7 +482,7 @@ def machine() -> dict[str, Any]:
     import torch
     import transformers
 
-    from omnirun import hardware
+    from omnirun.hardware.detect import cpu_name
 
     llama = None
     if llama_cpp_installed():
@@ -478,7 +490,7 @@ def machine() -> dict[str, Any]:
 
         llama = llama_cpp.__version__
     return {
-        "cpu": hardware.cpu_name(),
+        "cpu": cpu_name(),
         "physical_cores": psutil.cpu_count(logical=False),
         "logical_cpus": psutil.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 1024**3, 1),
@@ -594,34 +606,42 @@ def quality_check(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def ratios(medians: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each contender's medians over the baseline's (`transformers`), metric by metric."""
+    from omnirun.reporting.compare import ratio  # imported in the parent only: children measure their own RSS
+
     base = medians.get("transformers")
     if not base:
         return {}
-    return {n: {k: m[k] / base[k] for k in m if base.get(k)} for n, m in medians.items()}
+    out: dict[str, dict[str, float]] = {}
+    for name, m in medians.items():
+        pairs = {k: ratio(base.get(k), v) for k, v in m.items()}
+        out[name] = {k: r for k, r in pairs.items() if r is not None}
+    return out
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's CPU targets, each with its measured ratio (same run) and whether it is met."""
+    from omnirun.reporting.compare import ratio
+
     med, cli = report["medians"], report.get("cli") or {}
     out = []
 
-    def ratio(a: str, b: str, key: str) -> float | None:
-        return med[a][key] / med[b][key] if a in med and b in med and med[b].get(key) else None
+    def over(a: str, b: str, key: str) -> float | None:
+        return ratio(med[b].get(key), med[a].get(key)) if a in med and b in med else None
 
     def wall(a: str, b: str) -> float | None:
         walls = cli.get("wall_s", {})
-        return walls[a] / walls[b] if a in walls and b in walls else None
+        return ratio(walls.get(b), walls.get(a))
 
     def single(a: str) -> float | None:  # aggregate batch tok/s over the baseline's single-stream decode rate
-        return (
-            med[a]["batch_tok_s"] / med["transformers"]["decode_tok_s"] if a in med and "transformers" in med else None
-        )
+        base = med.get("transformers", {})
+        return ratio(base.get("decode_tok_s"), med[a]["batch_tok_s"]) if a in med else None
 
     rows = [
-        ("omnirun defaults: decode vs llama.cpp", ratio("omnirun", "llama.cpp", "decode_tok_s"), 0.9, True),
+        ("omnirun defaults: decode vs llama.cpp", over("omnirun", "llama.cpp", "decode_tok_s"), 0.9, True),
         (
             "omnirun on HF safetensors: decode vs baseline",
-            ratio("omnirun-hf", "transformers", "decode_tok_s"),
+            over("omnirun-hf", "transformers", "decode_tok_s"),
             2.0,
             True,
         ),
@@ -638,13 +658,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("python -m omnirun (defaults: llama.cpp) vs plain llama.cpp script", wall("omnirun", "llama.cpp"), 1.3, False),
         (
             "omnirun-hf peak RSS vs baseline (same fp32 weights)",
-            ratio("omnirun-hf", "transformers", "peak_rss_mb"),
+            over("omnirun-hf", "transformers", "peak_rss_mb"),
             1.2,
             False,
         ),
         (
             "omnirun defaults peak RSS vs plain llama.cpp",
-            ratio("omnirun", "llama.cpp", "peak_rss_mb"),
+            over("omnirun", "llama.cpp", "peak_rss_mb"),
             1.2,
             False,
         ),

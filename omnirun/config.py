@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from omnirun.checks import GENERATION_TYPES, MAX_THREADS, check_max_memory, check_type, parse_choice
 from omnirun.errors import ConfigError
 
 
@@ -26,6 +27,17 @@ class DType(StrEnum):
     float32 = "float32"
     float16 = "float16"
     bfloat16 = "bfloat16"
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    transformers = "transformers"
+    llama_cpp = "llama.cpp"
+
+
+class ModelType(StrEnum):
+    causal_lm = "causal-lm"
+    seq2seq = "seq2seq"
 
 
 class Quantization(StrEnum):
@@ -48,12 +60,16 @@ class TemplateMode(StrEnum):
     never = "never"
 
 
+class Overflow(StrEnum):
+    clip = "clip"
+    error = "error"
+
+
 class OnError(StrEnum):
     skip = "skip"
     fail = "fail"
 
 
-MODEL_TYPES = ("causal-lm", "seq2seq")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -80,12 +96,10 @@ class ModelConfig:
     """Where hub downloads go; null uses the Hugging Face default."""
 
     def validate(self) -> None:
+        if self.model_type is not None:
+            self.model_type = parse_choice("model.model_type", ModelType, self.model_type)
         if not self.name:
             raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
-        if self.model_type is not None and self.model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"model.model_type must be one of {', '.join(MODEL_TYPES)} or null, got {self.model_type!r}"
-            )
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null, "
@@ -93,12 +107,9 @@ class ModelConfig:
             )
 
 
-BACKENDS = ("auto", "transformers", "llama.cpp")
-
-
 @dataclass
 class HardwareConfig:
-    backend: str = "auto"
+    backend: str = Backend.auto
     """`auto` takes llama.cpp for a GGUF model on the CPU when llama-cpp-python is installed (the fastest path
     measured, see benchmarks/), else Transformers; `transformers` or `llama.cpp` force one."""
     optimize: bool = True
@@ -111,21 +122,24 @@ class HardwareConfig:
     """`int8` or `int4` (bitsandbytes); `auto` picks the lightest that fits free memory; null for none."""
     device_map: Any = None
     """Weight placement across devices: `auto`, `sequential`, `balanced`, or a dict of module -> device."""
-    max_memory: dict[str, str] | None = None
+    max_memory: Any = None
     """Per-device memory caps for `device_map`, e.g. {0: 20GiB, cpu: 60GiB}."""
     num_threads: int | None = None
     """CPU threads for torch; null keeps torch's default (one per physical core)."""
 
     def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"hardware.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        self.backend = parse_choice("hardware.backend", Backend, self.backend)
         dm = self.device_map
         if dm is not None and not isinstance(dm, dict) and dm not in DEVICE_MAP_STRATEGIES:
             raise ConfigError(
                 f"hardware.device_map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, a dict or null, got {dm!r}"
             )
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"hardware.num_threads must be >= 1 or null, got {self.num_threads}")
+        if self.num_threads is not None and not 1 <= self.num_threads <= MAX_THREADS:
+            raise ConfigError(
+                f"hardware.num_threads must be between 1 and {MAX_THREADS} or null, got {self.num_threads}"
+            )
+        if self.max_memory is not None:
+            self.max_memory = check_max_memory(self.max_memory)
 
 
 @dataclass
@@ -189,6 +203,8 @@ class GenerationConfig:
             raise ConfigError(
                 f"unknown generation parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
             )
+        for name, value in overrides.items():
+            check_type(f"{prefix}{name}", value, GENERATION_TYPES[name])
         new = dataclasses.replace(self, **overrides)
         new.validate(prefix)
         return new
@@ -208,6 +224,10 @@ class TaskConfig:
     """Group prompts of similar length into the same batch (results are still written in input order)."""
     progress: bool = True
     """Show a progress bar with samples done, tokens/s and ETA."""
+    overflow: Overflow = Overflow.clip
+    """A record whose prompt plus max_new_tokens exceeds the model's context: `clip` generates only what fits
+    (a warning, and finish_reason `length`); `error` makes it an error row. A prompt that alone fills the
+    context is always an error row."""
 
     def validate(self) -> None:
         bs = self.batch_size
@@ -338,6 +358,8 @@ class RunConfig:
         self.input.validate()
         self.benchmark.validate()
         self.tracking.validate()
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.output.push_to_hub and not self.output.dataset:
             raise ConfigError("output.push_to_hub needs output.dataset=true (the dataset is what gets pushed)")
         if self.task.name == TaskName.stream and self.generation.num_beams > 1:
@@ -346,11 +368,3 @@ class RunConfig:
                 "set generation.num_beams=1 or use task=generate"
             )
         return self
-
-
-def register_configs() -> None:
-    """Register the schema; `conf/config.yaml` names it first in `defaults:`, so every group option is typed
-    and a typo in a YAML file or an override fails at compose time."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from omnirun.rundir import RunDir
+
 T = TypeVar("T")
 
 
@@ -80,14 +82,11 @@ def barrier(rank: Rank | None) -> None:
         rank.state.wait_for_everyone()
 
 
-def shard_file(run_dir: Path, rank: Rank | None) -> Path:
-    return run_dir / ("outputs.jsonl" if rank is None else f"outputs.rank{rank.index}.jsonl")
-
-
 def merge_shards(run_dir: Path, world: int) -> Path:
     """Concatenate outputs.rank*.jsonl in rank order into outputs.jsonl and remove the shards."""
-    target = run_dir / "outputs.jsonl"
-    parts = [run_dir / f"outputs.rank{r}.jsonl" for r in range(world)]
+    run = RunDir(run_dir)
+    target = run.outputs
+    parts = [run.shard(r) for r in range(world)]
     with target.open("w", encoding="utf-8") as out:
         for part in parts:
             if part.exists():

@@ -25,3 +25,8 @@ class ModelLoadError(OmnirunError):
     """A model or tokenizer could not be loaded (hub unreachable, no such path, unsupported format)."""
 
     exit_code = 1
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a message (what a one-line error shows)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from omnirun import rundir
+from omnirun.results.schema import to_jsonable
+from omnirun.secrets import redact
 
 HEADLINE = (
     "status",
@@ -20,32 +23,51 @@ HEADLINE = (
 )
 
 
+failed_jobs: list[str] = []
+"""The jobs of the last sweep that did not complete (the CLI exits non-zero when there are any)."""
+
+
 class SweepSummary(Callback):
     """Hydra callback (named in conf/config.yaml) that writes the summary when every job has ended."""
 
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        """Hydra saves multirun.yaml just before the first job starts: redact it as soon as it exists."""
+        redact_file(Path(config.hydra.sweep.dir) / MULTIRUN_YAML)
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        redact_file(Path(config.hydra.sweep.dir) / MULTIRUN_YAML)
         write_summary(Path(config.hydra.sweep.dir))
 
 
+MULTIRUN_YAML = "multirun.yaml"
+"""What Hydra saves at the sweep root: the sweep's config and overrides (secrets redacted by omnirun)."""
+
+
+def redact_file(path: Path) -> None:
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        clean = redact(text)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+
+
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One summary row per job: its overrides, status, headline metrics and error."""
     rows = []
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    for job in jobs:
-        metrics_file = job / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"status": "missing"}
-        overrides_file = job / "overrides.yaml"
-        overrides = overrides_file.read_text().strip().splitlines() if overrides_file.exists() else []
-        row: dict[str, Any] = {
-            "job": job.name,
-            "overrides": " ".join(o.lstrip("- ").strip('"') for o in overrides),
-        }
-        row.update({k: metrics.get(k) for k in HEADLINE})
-        row["ttft_ms_p50"] = (metrics.get("ttft_ms") or {}).get("p50")
-        row["e2e_ms_p50"] = (metrics.get("e2e_ms") or {}).get("p50")
-        row["max_rss_mb"] = (metrics.get("memory") or {}).get("max_rss_mb")
-        for key, value in (metrics.get("benchmark") or {}).items():
-            row[key] = value
-        row["error"] = metrics.get("error")
+    for job in rundir.sweep_jobs(sweep_dir):
+        metrics = job.read_metrics()
+        row: dict[str, Any] = {"job": job.name, "overrides": redact(" ".join(job.read_overrides()))}
+        if metrics is None:
+            row["status"] = "missing"
+            rows.append(row)
+            continue
+        row.update({k: to_jsonable(getattr(metrics, k)) for k in HEADLINE})
+        row["ttft_ms_p50"] = metrics.ttft_ms.p50 if metrics.ttft_ms else None
+        row["e2e_ms_p50"] = metrics.e2e_ms.p50 if metrics.e2e_ms else None
+        row["max_rss_mb"] = metrics.memory.max_rss_mb
+        if metrics.benchmark is not None:
+            row.update(to_jsonable(metrics.benchmark))
+        row["error"] = redact(metrics.error) if metrics.error else None
         rows.append(row)
     return rows
 
@@ -56,16 +78,16 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         return rows
     columns = list(dict.fromkeys(k for r in rows for k in r))  # failed jobs may lack benchmark columns
     rows = [{c: r.get(c) for c in columns} for r in rows]
-    with (sweep_dir / "summary.csv").open("w", newline="") as f:
+    with (sweep_dir / rundir.SUMMARY_CSV).open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r[c]) for c in columns) + " |")
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    failed = sum(1 for r in rows if r["status"] != "completed")
-    print(f"sweep: {len(rows)} jobs, {failed} failed; summary: {sweep_dir / 'summary.md'}")
+    (sweep_dir / rundir.SUMMARY_MD).write_text("\n".join(lines) + "\n")
+    failed_jobs[:] = [str(r["job"]) for r in rows if r["status"] != "completed"]
+    print(f"sweep: {len(rows)} jobs, {len(failed_jobs)} failed; summary: {sweep_dir / rundir.SUMMARY_MD}")
     return rows
 
 

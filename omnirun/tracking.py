@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omnirun import rundir
 from omnirun.config import TrackingConfig
 
 
@@ -33,7 +34,7 @@ def log_run(tracking: TrackingConfig, output_root: str, run_dir: Path, config: d
     uri = tracking.uri or (Path(output_root).resolve() / "mlruns").as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(tracking.experiment)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
     numbers = {
         k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
@@ -42,7 +43,7 @@ def log_run(tracking: TrackingConfig, output_root: str, run_dir: Path, config: d
         mlflow.log_params(params)
         mlflow.log_metrics(numbers)
         mlflow.set_tags({"run_dir": str(run_dir), "status": str(metrics.get("status"))})
-        for name in ("metrics.json", "manifest.json", "config.yaml", "benchmark.json"):
+        for name in rundir.ARTIFACTS:
             if (run_dir / name).exists():
                 mlflow.log_artifact(str(run_dir / name))
     return run.info.run_id

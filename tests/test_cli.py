@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from clirun import omnirun as run_cli
 
-from omnirun import outputs
+from omnirun import rundir
 
 OUTPUT_FIELDS = {
     "id",
@@ -201,7 +201,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, tiny_llama: Path,
         f"input.path={prompts_file},{missing}",
         "generation.max_new_tokens=2",
     )
-    assert code == 0
+    assert code == 1  # every job ran and the summary is written, but a failed job makes the sweep's status 1
     (sweep,) = list((tmp_path / "out" / "sweeps").iterdir())
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -261,14 +261,14 @@ def test_interactive_chat_keeps_history(tmp_path: Path, tiny_llama: Path, monkey
 
 def test_run_dirs_are_unique_within_a_second(tmp_path: Path) -> None:
     now = datetime(2026, 1, 2, 3, 4, 5)
-    first = outputs.new_run_dir(tmp_path, "generate", "m", now=now)
-    second = outputs.new_run_dir(tmp_path, "generate", "m", now=now)
-    assert first != second and first.exists() and second.exists()
+    first = rundir.create(tmp_path, "generate", "m", now=now)
+    second = rundir.create(tmp_path, "generate", "m", now=now)
+    assert first != second and first.path.exists() and second.path.exists()
 
 
 @pytest.mark.parametrize("name", ["../../etc", "org/model", "..", "a/../../b", "/abs/path"])
 def test_model_names_cannot_escape_the_output_root(tmp_path: Path, name: str) -> None:
-    run_dir = outputs.new_run_dir(tmp_path / "root", "generate", name)
+    run_dir = rundir.create(tmp_path / "root", "generate", name).path
     assert (tmp_path / "root").resolve() in run_dir.resolve().parents
     assert run_dir.parent.parent.name == "generate"
 
@@ -302,5 +302,5 @@ def test_python_m_omnirun_answers_with_the_bundled_model(tmp_path: Path) -> None
 
 def test_overrides_round_trip_with_quotes_and_unicode(tmp_path: Path) -> None:
     overrides = ['input.prompt="Name three rivers."', "input.template='Q: {q}'", "input.prompt=Ünïcode ✓"]
-    outputs.write_overrides(tmp_path, overrides)
-    assert outputs.read_overrides(tmp_path) == overrides
+    rundir.RunDir(tmp_path).write_overrides(overrides)
+    assert rundir.RunDir(tmp_path).read_overrides() == overrides

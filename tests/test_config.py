@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from omnirun import cli
-from omnirun.config import GenerationConfig, RunConfig, TaskConfig, register_configs
+from omnirun.cli import preflight as cli
+from omnirun.config import GenerationConfig, RunConfig, TaskConfig
+from omnirun.confstore import register_configs
 from omnirun.errors import ConfigError
 
 
@@ -98,7 +99,7 @@ def test_public_keys_are_overridable() -> None:
         ("model.model_type=decoder", "model.model_type must be one of causal-lm, seq2seq"),
         ("model.attn_implementation=fast", "model.attn_implementation must be one of"),
         ("hardware.device_map=everywhere", "hardware.device_map must be one of"),
-        ("hardware.num_threads=0", "hardware.num_threads must be >= 1"),
+        ("hardware.num_threads=0", "hardware.num_threads must be between 1 and"),
     ],
 )
 def test_bad_values_name_the_key_and_value(override: str, expected: str) -> None:

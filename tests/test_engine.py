@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
+import transformers
 from tiny_models import build_tiny
 
-from omnirun import models
-from omnirun.config import GenerationConfig
+from omnirun.config import Backend, Device, GenerationConfig, ModelType, Quantization
 from omnirun.engine import Completion, MemoryReport, TransformersEngine
+from omnirun.engine import source as models
 
 PROMPTS = [
     "Hello world",
@@ -337,6 +340,39 @@ class TestTinyModels:
         assert llama.max_context == 512
         assert gpt2.max_context == 512
 
+    @pytest.mark.parametrize("engine_name", ["llama", "t5"])
+    def test_no_deprecated_transformers_calls(self, engine_name: str, request: pytest.FixtureRequest) -> None:
+        """Streaming drives the model's forward itself: it must pass the KV cache the way this Transformers
+        wants it (no FutureWarning or DeprecationWarning, which pyproject's filters would otherwise hide, and
+        no "`past_key_values`/`cache_params` are deprecated" log line); so must generate."""
+        engine: TransformersEngine = request.getfixturevalue(engine_name)
+        logged = LogRecords()
+        transformers_log = logging.getLogger("transformers")
+        transformers_log.addHandler(logged)
+        warning_once = getattr(transformers.utils.logging, "warning_once", None)
+        if warning_once is not None and hasattr(warning_once, "cache_clear"):
+            warning_once.cache_clear()  # a message logged "once" earlier in the session would hide a new one
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", FutureWarning)
+                warnings.simplefilter("error", DeprecationWarning)
+                pieces = list(engine.stream(PROMPTS[1], **GREEDY))
+                sampled = list(engine.stream(PROMPTS[0], do_sample=True, max_new_tokens=4, seed=0))
+                text = engine.infer(PROMPTS[1], **GREEDY)
+        finally:
+            transformers_log.removeHandler(logged)
+        assert "".join(pieces) == text and sampled
+        assert not [m for m in logged.messages if "deprecated" in m], logged.messages
+
+
+class LogRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
 
 def test_unload_frees_memory(tmp_path: Path) -> None:
     """Loading a ~100 MB model raises RSS by about its size; unloading gives (nearly) all of it back."""
@@ -391,6 +427,19 @@ class TestManualConfig:
         with pytest.raises(ValueError, match="temperature"):
             TransformersEngine("smollm2", generation=GenerationConfig(temperature=-1))
 
+    def test_facade_validates_like_the_cli(self) -> None:
+        """The seed keywords become the CLI's typed configs, checked by the same rules."""
+        with pytest.raises(ValueError, match="attn_implementation"):
+            TransformersEngine("smollm2", attn_implementation="fastest")
+        with pytest.raises(ValueError, match="device_map"):
+            TransformersEngine("smollm2", device_map="everywhere")
+        with pytest.raises(ValueError, match="num_threads"):
+            TransformersEngine("smollm2", num_threads=0)
+        engine = TransformersEngine("smollm2", model_type="causal-lm", device="cpu", quantization="int8")
+        assert engine.model_type == ModelType.causal_lm
+        assert (engine.hardware_config.device, engine.hardware_config.quantization) == (Device.cpu, Quantization.int8)
+        assert engine.hardware_config.backend == Backend.transformers
+
 
 # ------------------------------------------------------------------------------------------ quantization
 @needs_bnb
@@ -409,6 +458,16 @@ class TestQuantization:
             assert all(isinstance(text, str) and text for text in out)
             assert "".join(engine.stream(PROMPTS[0], **GREEDY)) == engine.infer(PROMPTS[0], **GREEDY)
             assert engine.memory().model_footprint_mb > 0
+
+    def test_int8_cast_note_is_not_shown(self, tiny_llama: Path, caplog: pytest.LogCaptureFixture) -> None:
+        """bitsandbytes notes, per int8 layer per step, that it casts inputs to fp16: not for the user's eyes."""
+        engine = TransformersEngine(str(tiny_llama), quantization="int8")
+        with engine, caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            engine.infer(PROMPTS[0], **GREEDY)
+            "".join(engine.stream(PROMPTS[0], **GREEDY))
+        notes = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught]
+        assert not [n for n in notes if "MatMul8bitLt" in n], notes
 
 
 # ------------------------------------------------------------------------------------ the real SmolLM2

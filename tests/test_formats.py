@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from clirun import omnirun, only_run_dir
 
-from omnirun import formats, inputs
+from omnirun import inputs
 from omnirun.config import InputConfig
+from omnirun.results import formats
 
 REQUESTS = [
     {

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnirun import hardware
-from omnirun.config import Device, DType, HardwareConfig, Quantization
+from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
-from omnirun.hardware import GpuInfo, HardwareInfo, HardwarePlan, ModelSize
+from omnirun.hardware import GpuInfo, HardwareInfo, HardwarePlan, ModelSize, Placement, planner
 
 GB = 1024.0  # MB per GB: HardwareInfo counts in MB
 
@@ -237,7 +239,7 @@ def test_batch_size_rounds_down_to_a_power_of_two() -> None:
     # 2 MB of KV per sequence (1 layer, 256 wide, 2 bytes, 2048 tokens); half of 20 MB fits 5 -> 4
     reasons: dict[str, str] = {}
     size = ModelSize(params=0, num_layers=1, kv_dim=256)
-    assert hardware.choose_batch_size(size, "cuda", "bfloat16", 20.0, reasons) == 4
+    assert planner.choose_batch_size(size, "cuda", "bfloat16", 20.0, reasons) == 4
     assert reasons["batch_size"].startswith("4:")
 
 
@@ -247,8 +249,8 @@ def test_batch_size_is_one_when_nothing_fits() -> None:
 
 
 def test_batch_size_without_kv_shape_takes_the_cap() -> None:
-    assert hardware.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}) == 64
-    assert hardware.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}, backend="llama.cpp") == 16
+    assert planner.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}) == 64
+    assert planner.choose_batch_size(ModelSize(params=10), "cpu", "float32", 1000.0, {}, backend="llama.cpp") == 16
 
 
 @settings(max_examples=60, deadline=None)
@@ -279,8 +281,8 @@ def test_weight_mb() -> None:
 
 def test_gpu_budget_sums_free_memory_with_headroom() -> None:
     hw = machine(gpu(10), gpu(6))
-    assert hardware.memory_budget_mb("cuda", hw) == pytest.approx(16 * GB * hardware.GPU_HEADROOM)
-    assert hardware.memory_budget_mb("cpu", hw) == pytest.approx(hw.ram_available_mb * hardware.GPU_HEADROOM)
+    assert planner.memory_budget_mb("cuda", hw) == pytest.approx(16 * GB * planner.GPU_HEADROOM)
+    assert planner.memory_budget_mb("cpu", hw) == pytest.approx(hw.ram_available_mb * planner.GPU_HEADROOM)
 
 
 def test_detect_this_machine() -> None:
@@ -298,3 +300,34 @@ def test_detect_this_machine() -> None:
         assert 0 <= g.free_mb <= g.total_mb
     plan = hardware.plan(HardwareConfig(), TINY, info)
     assert plan.device in ("cpu", "cuda", "mps")
+
+
+def test_plan_holds_the_config_enums_and_serializes_as_their_values() -> None:
+    p = hardware.plan(request(quantization=Quantization.auto), BIG, machine(gpu(9, 12)))
+    assert (type(p.device), type(p.dtype), type(p.quantization), type(p.backend)) == (
+        Device,
+        DType,
+        Quantization,
+        Backend,
+    )
+    saved = json.loads(json.dumps(asdict(p)))
+    assert (saved["device"], saved["dtype"], saved["quantization"], saved["backend"]) == (
+        "cuda",
+        "bfloat16",
+        "int8",
+        "transformers",
+    )
+
+
+def test_place_resolves_the_device_once_for_backend_and_plan() -> None:
+    placement = hardware.place(request(), CPU_ONLY, gguf=False)
+    assert placement == Placement(Device.cpu, placement.device_reason, Backend.transformers, placement.backend_reason)
+    assert "CPU" in placement.device_reason and "not a GGUF" in placement.backend_reason
+    p = hardware.plan(request(), SMALL, CPU_ONLY, placement=placement)
+    assert (p.device, p.reasons["device"], p.reasons["backend"]) == (
+        Device.cpu,
+        placement.device_reason,
+        placement.backend_reason,
+    )
+    with pytest.raises(ConfigError, match=r"hardware\.device=cuda"):
+        hardware.place(request(device=Device.cuda), CPU_ONLY, gguf=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from omnirun import models
 from omnirun.engine import TransformersEngine
+from omnirun.engine import source as models
 from omnirun.errors import ModelLoadError
 
 

@@ -7,16 +7,19 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from omnirun import hardware, optimize
-from omnirun.config import Device, DType, GenerationConfig, HardwareConfig, Quantization
-from omnirun.engine import TransformersEngine, create
+from omnirun import hardware
+from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, ModelConfig, Quantization
+from omnirun.engine import TransformersEngine
+from omnirun.engine.build import BACKENDS, build
+from omnirun.engine.hf import HfEngine, optimize
 from omnirun.errors import ConfigError
-from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize
+from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize, Placement
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
@@ -30,9 +33,18 @@ def machine(llama_cpp: bool = True, gpu: bool = False, int4: bool = True) -> Har
     return HardwareInfo("Simulated CPU", 8, 32 * 1024.0, 24 * 1024.0, gpus, llama_cpp=llama_cpp, int4_kernels=int4)
 
 
+def choose(
+    backend: str, request: HardwareConfig, hw: HardwareInfo, *, gguf: bool, optimize: bool = True, batched: bool = False
+) -> tuple[str, str]:
+    """The backend `hardware.place` picks for `request` with this `backend` and `optimize`, and why."""
+    asked = replace(request, backend=backend, optimize=optimize)
+    placement = hardware.place(asked, hw, gguf=gguf, batched=batched)
+    return placement.backend, placement.backend_reason
+
+
 # ------------------------------------------------------------------------------------------------ the planner
 def test_auto_takes_llama_cpp_for_a_gguf_on_the_cpu() -> None:
-    backend, reason = hardware.choose_backend("auto", HardwareConfig(), machine(), gguf=True)
+    backend, reason = choose("auto", HardwareConfig(), machine(), gguf=True)
     assert backend == "llama.cpp"
     assert "GGUF" in reason
 
@@ -51,31 +63,32 @@ def test_auto_takes_llama_cpp_for_a_gguf_on_the_cpu() -> None:
 def test_auto_keeps_transformers_and_says_why(
     request_: HardwareConfig, hw: HardwareInfo, gguf: bool, optimize: bool, why: str
 ) -> None:
-    backend, reason = hardware.choose_backend("auto", request_, hw, gguf=gguf, optimize=optimize)
+    backend, reason = choose("auto", request_, hw, gguf=gguf, optimize=optimize)
     assert backend == "transformers"
     assert why in reason
 
 
 def test_auto_keeps_transformers_for_batched_runs() -> None:
-    backend, reason = hardware.choose_backend("auto", HardwareConfig(), machine(), gguf=True, batched=True)
+    backend, reason = choose("auto", HardwareConfig(), machine(), gguf=True, batched=True)
     assert backend == "transformers" and "batched run" in reason
-    explicit = hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=True, batched=True)
+    explicit = choose("llama.cpp", HardwareConfig(), machine(), gguf=True, batched=True)
     assert explicit[0] == "llama.cpp"
 
 
 def test_explicit_backends() -> None:
-    assert hardware.choose_backend("transformers", HardwareConfig(), machine(), gguf=True)[0] == "transformers"
-    assert hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=True)[0] == "llama.cpp"
+    assert choose("transformers", HardwareConfig(), machine(), gguf=True)[0] == "transformers"
+    assert choose("llama.cpp", HardwareConfig(), machine(), gguf=True)[0] == "llama.cpp"
     with pytest.raises(ConfigError, match="not installed"):
-        hardware.choose_backend("llama.cpp", HardwareConfig(), machine(llama_cpp=False), gguf=True)
+        choose("llama.cpp", HardwareConfig(), machine(llama_cpp=False), gguf=True)
     with pytest.raises(ConfigError, match="not a GGUF"):
-        hardware.choose_backend("llama.cpp", HardwareConfig(), machine(), gguf=False)
+        choose("llama.cpp", HardwareConfig(), machine(), gguf=False)
     with pytest.raises(ConfigError, match="backend must be one of"):
-        hardware.choose_backend("vllm", HardwareConfig(), machine(), gguf=True)
+        choose("vllm", HardwareConfig(), machine(), gguf=True)
 
 
 def test_plan_records_the_backend_and_the_int4_decision() -> None:
-    p = hardware.plan(HardwareConfig(), TINY, machine(), backend_reason="transformers: because")
+    because = Placement(Device.cpu, "cpu", Backend.transformers, "transformers: because")
+    p = hardware.plan(HardwareConfig(), TINY, machine(), placement=because)
     assert p.backend == "transformers"
     assert p.reasons["backend"] == "transformers: because"
     assert p.cpu_int4_decode
@@ -86,7 +99,7 @@ def test_plan_records_the_backend_and_the_int4_decision() -> None:
 @pytest.mark.parametrize(
     ("request_", "kwargs", "why"),
     [
-        (HardwareConfig(), {"optimize": False}, "optimizations are off"),
+        (HardwareConfig(optimize=False), {}, "optimizations are off"),
         (HardwareConfig(), {"auto": False}, "optimizations are off"),
         (HardwareConfig(dtype=DType.float32), {}, "dtype"),
         (HardwareConfig(device=Device.cpu, device_map="auto"), {}, "device_map"),
@@ -106,7 +119,8 @@ def test_int4_decode_needs_the_kernel_and_the_cpu() -> None:
 
 
 def test_llama_cpp_plan() -> None:
-    p = hardware.plan(HardwareConfig(), TINY, machine(), backend="llama.cpp", backend_reason="x")
+    placement = Placement(Device.cpu, "cpu", Backend.llama_cpp, "x")
+    p = hardware.plan(HardwareConfig(), TINY, machine(), placement=placement)
     assert (p.backend, p.reasons["backend"], p.batch_size) == ("llama.cpp", "x", 16)
     assert not p.cpu_int4_decode and "cpu_int4_decode" not in p.reasons
     assert "GGUF" in p.reasons["dtype"]
@@ -228,23 +242,45 @@ def test_completions_carry_their_token_ids(tiny_llama: Path) -> None:
         assert stream.completion is not None and stream.completion.token_ids == out.token_ids
 
 
-# ---------------------------------------------------------------------------------------------------- create()
-def test_create_keeps_transformers_for_a_folder(tiny_llama: Path) -> None:
-    engine = create(str(tiny_llama))
-    assert isinstance(engine, TransformersEngine)
+# ----------------------------------------------------------------------------------------------------- build()
+def test_build_keeps_transformers_for_a_folder(tiny_llama: Path) -> None:
+    engine = build(ModelConfig(name=str(tiny_llama)), HardwareConfig())
+    assert isinstance(engine, HfEngine)
     with engine:
         assert engine.plan is not None
         assert "not a GGUF" in engine.plan.reasons["backend"] or "not installed" in engine.plan.reasons["backend"]
 
 
-def test_create_honours_an_explicit_transformers_backend(tiny_llama: Path) -> None:
-    with create(str(tiny_llama), backend="transformers", optimize=False) as engine:
+def test_build_honours_an_explicit_transformers_backend(tiny_llama: Path) -> None:
+    hw = HardwareConfig(backend=Backend.transformers, optimize=False)
+    with build(ModelConfig(name=str(tiny_llama)), hw) as engine:
         assert engine.plan is not None and engine.plan.reasons["backend"] == "transformers as requested"
 
 
-def test_create_rejects_llama_cpp_for_a_folder(tiny_llama: Path) -> None:
+def test_build_rejects_llama_cpp_for_a_folder(tiny_llama: Path) -> None:
     with pytest.raises(ConfigError, match="llama.cpp"):
-        create(str(tiny_llama), backend="llama.cpp")
+        build(ModelConfig(name=str(tiny_llama)), HardwareConfig(backend=Backend.llama_cpp))
+
+
+def test_build_places_once_and_the_plan_keeps_that_device(tiny_llama: Path) -> None:
+    """The device is resolved in build() (hardware.place); the plan takes device and reasons from there."""
+    generation = GenerationConfig(max_new_tokens=3)
+    engine = build(
+        ModelConfig(name=str(tiny_llama)), HardwareConfig(), generation=generation, info=machine(), batch_size=2
+    )
+    assert isinstance(engine, HfEngine)
+    assert engine.placement is not None
+    assert (engine.placement.device, engine.placement.backend) == (Device.cpu, Backend.transformers)
+    assert engine.default_generation is generation and engine.batch_size == 2
+    with engine:
+        assert engine.plan is not None
+        assert engine.plan.device == engine.placement.device
+        assert engine.plan.reasons["device"] == engine.placement.device_reason
+        assert engine.plan.reasons["backend"] == engine.placement.backend_reason
+
+
+def test_every_backend_is_registered_once() -> None:
+    assert set(BACKENDS) == set(Backend) - {Backend.auto}
 
 
 # -------------------------------------------------------------------------------------------- LlamaCppEngine
@@ -252,7 +288,7 @@ def test_create_rejects_llama_cpp_for_a_folder(tiny_llama: Path) -> None:
 def llama_engine():  # type: ignore[no-untyped-def]
     from omnirun.engine.llamacpp import LlamaCppEngine
 
-    engine = create("smollm2")
+    engine = build(ModelConfig(), HardwareConfig())
     assert isinstance(engine, LlamaCppEngine)
     engine.load_model()
     yield engine

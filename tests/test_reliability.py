@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 from clirun import omnirun, only_run_dir
 
-from omnirun import outputs, tasks
+from omnirun import rundir, secrets
 from omnirun.config import GenerationConfig, TaskConfig
 from omnirun.engine.base import Completion
 from omnirun.inputs import Record
+from omnirun.results.writer import ResultWriter
+from omnirun.tasks import base as tasks
+from omnirun.tasks import batching
+from omnirun.tasks.generate import run_generate
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms", "token_times_ms")
 
@@ -186,7 +190,7 @@ def test_resume_refuses_a_changed_input(tmp_path: Path, tiny_llama: Path, capsys
 def test_sweep_resume_skips_finished_jobs(tmp_path: Path, tiny_llama: Path, many_prompts: Path) -> None:
     later = tmp_path / "later.jsonl"
     base = [f"model.name={tiny_llama}", "generation.max_new_tokens=2", "input.limit=3"]
-    assert omnirun(tmp_path / "out", "-m", *base, f"input.path={many_prompts},{later}") == 0
+    assert omnirun(tmp_path / "out", "-m", *base, f"input.path={many_prompts},{later}") == 1  # job 1 failed
     (sweep,) = list((tmp_path / "out" / "sweeps").iterdir())
     first_outputs = (sweep / "0" / "outputs.jsonl").read_text()
     later.write_text('{"prompt": "now it exists"}\n')
@@ -228,10 +232,10 @@ class NullProgress:
 
 def test_out_of_memory_splits_batches_and_remembers_the_size(tmp_path: Path) -> None:
     records = [Record(i, str(i), prompt=f"p{i}" if i != 5 else "huge prompt") for i in range(20)]
-    writer = outputs.ResultWriter(tmp_path / "outputs.jsonl")
+    writer = ResultWriter(tmp_path / "outputs.jsonl")
     engine = FakeEngine(max_batch=2, calls=[])
     ctx = tasks.TaskContext(TaskConfig(batch_size=8, sort_by_length=False), GenerationConfig(), 0, 8, writer)
-    tasks.run_generate(engine, records, ctx, NullProgress())
+    run_generate(engine, records, ctx, NullProgress())
     writer.close()
     rows = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [str(i) for i in range(20)]
@@ -247,23 +251,23 @@ def test_errors_other_than_oom_are_not_swallowed(tmp_path: Path) -> None:
         def generate(self, texts, params, **kw):
             raise RuntimeError("shape mismatch")
 
-    ctx = tasks.TaskContext(TaskConfig(), GenerationConfig(), 0, 2, outputs.ResultWriter(tmp_path / "o.jsonl"))
+    ctx = tasks.TaskContext(TaskConfig(), GenerationConfig(), 0, 2, ResultWriter(tmp_path / "o.jsonl"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        tasks.run_generate(Broken(2, []), [Record(0, "0", prompt="x")], ctx, NullProgress())
+        run_generate(Broken(2, []), [Record(0, "0", prompt="x")], ctx, NullProgress())
 
 
 def test_oom_detection() -> None:
-    assert tasks.is_out_of_memory(MemoryError())
-    assert tasks.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
-    assert not tasks.is_out_of_memory(RuntimeError("index out of range"))
+    assert batching.is_out_of_memory(MemoryError())
+    assert batching.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert not batching.is_out_of_memory(RuntimeError("index out of range"))
 
 
 def test_hub_tokens_never_reach_output_files(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:
     token = "hf_" + "Zx9" * 12
     monkeypatch.setenv("HF_TOKEN", token)
     monkeypatch.setattr(sys, "argv", ["omnirun", f"model.revision={token}"])
-    assert token not in outputs.command_line()
-    assert outputs.redact(f"using {token} now") == "using *** now"
+    assert token not in rundir.command_line()
+    assert secrets.redact(f"using {token} now") == "using *** now"
     assert omnirun(tmp_path, f"model.name={tiny_llama}", "generation.max_new_tokens=2") == 0
     for path in tmp_path.rglob("*"):
         if path.is_file():

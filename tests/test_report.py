@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from clirun import omnirun
 
-from omnirun import report
+from omnirun import compare, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BENCH = ["task=benchmark", "benchmark.min_iterations=2", "benchmark.min_duration_s=0", "benchmark.warmup_runs=0"]
@@ -64,7 +64,7 @@ def failing_sweep(runs_root: Path, tiny_llama: Path, prompts: Path) -> Path:
     """Jobs 2 and 3 fail before writing their run files (their input file is missing)."""
     missing = prompts.parent / "missing.jsonl"
     args = [f"model.name={tiny_llama}", f"input.path={prompts},{missing}", "generation.max_new_tokens=2"]
-    assert omnirun(runs_root / "fail", "-m", *args, "task.batch_size=1,2") == 0
+    assert omnirun(runs_root / "fail", "-m", *args, "task.batch_size=1,2") == 1  # a failed job: the sweep exits 1
     return sweep_dir(runs_root / "fail")
 
 
@@ -113,6 +113,19 @@ def test_a_benchmark_sweep_adds_the_benchmark_throughputs(bench_sweep: Path, tmp
     assert runs["samples_per_s"][1] == pytest.approx(bench["generate"]["samples_per_s"])
     assert "Best decode rate" in result.markdown and "| decode tok/s |" in result.markdown
     assert_png(result.files["throughput.png"])
+
+
+def test_benchmark_sweeps_are_compared_job_by_job_with_a_verdict(
+    bench_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    result = compare.compare(bench_sweep, bench_sweep)
+    assert result.matching.keys == ["benchmark.batch_size"]
+    assert {r.job for r in result.benchmark} == {"benchmark.batch_size=1", "benchmark.batch_size=2"}
+    assert all(r.verdict == "no change" for r in result.benchmark) and not result.failed
+    assert compare.main([str(bench_sweep), str(bench_sweep)]) == 0
+    assert "verdict: no change" in capsys.readouterr().out
+    comparison = report.compare_runs(bench_sweep, bench_sweep, tmp_path, plots=False)  # the same verdict
+    assert "Benchmark verdict (noise-aware, as `python -m omnirun.compare`): no change" in comparison.markdown
 
 
 def test_failed_jobs_are_listed_and_not_plotted(failing_sweep: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from clirun import omnirun
 
-from omnirun import cli
+from omnirun.cli import preflight as cli
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms")
 
@@ -46,7 +46,7 @@ def test_sweeps_through_hydra_launchers(tmp_path: Path, tiny_llama: Path, launch
 def test_shipped_launcher_configs_compose() -> None:
     from hydra import compose, initialize_config_dir
 
-    from omnirun.config import register_configs
+    from omnirun.confstore import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):

@@ -108,16 +108,17 @@ def _config(kind: str, tokenizer: Any, overrides: dict[str, Any]) -> Any:
     raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def build_tiny(kind: str, path: str | Path, seed: int = 0, **overrides: Any) -> Path:
+def build_tiny(kind: str, path: str | Path, seed: int = 0, chat_template: str | None = None, **overrides: Any) -> Path:
     """Save a random `kind` model (safetensors) and its tokenizer into `path`; return the folder.
 
-    `overrides` replace config values (e.g. `hidden_size=128`).
+    `overrides` replace config values (e.g. `hidden_size=128`); `chat_template` replaces the llama kinds'
+    template (or gives one to the others).
     """
     import torch
     import transformers
 
     path = Path(path)
-    tokenizer = build_tokenizer(CHAT_TEMPLATE if kind.startswith("llama") else None)
+    tokenizer = build_tokenizer(chat_template or (CHAT_TEMPLATE if kind.startswith("llama") else None))
     config = _config(kind, tokenizer, overrides)
     auto = transformers.AutoModelForSeq2SeqLM if kind == "t5" else transformers.AutoModelForCausalLM
     torch.manual_seed(seed)

@@ -1,12 +1,20 @@
-"""What every inference engine returns and offers, independent of the backend."""
+"""What every inference engine returns and offers, independent of the backend.
+
+`EngineCore` is what a backend implements; `Engine` adds the convenience API (`infer`, `stream`, `chat`,
+`params`, the context manager), which `ConvenienceAPI` provides once for every backend on top of the core.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from omnirun.config import GenerationConfig
+from omnirun.config import Device, GenerationConfig, ModelType
+
+if TYPE_CHECKING:
+    from omnirun.engine.source import ModelSource
+    from omnirun.hardware import HardwarePlan
 
 NOT_LOADED = "the model is not loaded; call load_model() first (or use `with Engine(...) as engine:`)"
 
@@ -43,21 +51,64 @@ class MemoryReport:
     cuda_reserved_mb: float | None
 
 
-class Engine(Protocol):
-    """The interface tasks and the runner rely on."""
+class StreamHandle(Protocol):
+    """Iterates over text pieces as they are generated; `completion` is set once iteration ends."""
 
-    model_name: str
-    model_type: str
+    @property
+    def completion(self) -> Completion | None: ...
+    def __iter__(self) -> Iterator[str]: ...
 
-    def load_model(self) -> Engine: ...
+
+class EngineCore(Protocol):
+    """What a backend implements: everything the runner and the tasks use."""
+
+    @property
+    def model_name(self) -> str:
+        """What the user asked for: a short name, hub id, folder or `.gguf` path."""
+        ...
+
+    @property
+    def model_type(self) -> ModelType | None:
+        """`causal-lm` or `seq2seq`; None until `load_tokenizer()` detects it (when not given)."""
+        ...
+
+    @property
+    def plan(self) -> HardwarePlan | None:
+        """The hardware plan, made by `load_model()`."""
+        ...
+
+    @property
+    def device(self) -> Device: ...
+    @property
+    def source(self) -> ModelSource | None:
+        """Where the weights came from, set by `load_tokenizer()`."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """Callable on text (`tok(text, add_special_tokens=...)["input_ids"]`), with `len()` and
+        `all_special_ids`; None until `load_tokenizer()`."""
+        ...
+
+    @property
+    def max_context(self) -> int | None: ...
+    @property
+    def is_loaded(self) -> bool: ...
+    @property
+    def default_generation(self) -> GenerationConfig: ...
+    @property
+    def batch_size(self) -> int | None:
+        """Prompts per `generate` call in `infer`; None takes the plan's."""
+        ...
+
+    def load_tokenizer(self) -> Any: ...
+    def load_model(self) -> Self: ...
     def unload_model(self) -> None: ...
     def generate(
-        self,
-        texts: list[str],
-        params: GenerationConfig,
-        *,
-        add_special_tokens: bool = True,
-        seed: int | None = None,
+        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
+    ) -> list[Completion]: ...
+    def generate_ids(
+        self, ids: list[list[int]], params: GenerationConfig, *, seed: int | None = None
     ) -> list[Completion]: ...
     def stream_tokens(
         self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
@@ -66,65 +117,87 @@ class Engine(Protocol):
     def has_chat_template(self) -> bool: ...
     def count_tokens(self, text: str, add_special_tokens: bool = True) -> int: ...
     def memory(self) -> MemoryReport: ...
+    def argmax_next(self, ids: list[int]) -> list[int]:
+        """The greedy next token after every prefix of `ids` (one pass; for agreement checks)."""
+        ...
 
 
-class StreamHandle(Protocol):
-    """Iterates over text pieces as they are generated; `completion` is set once iteration ends."""
+class Engine(EngineCore, Protocol):
+    """The complete engine: the core plus the convenience API every backend offers the same way."""
 
-    completion: Completion | None
+    def infer(self, prompt: str | list[str], **gen: Any) -> str | list[str]: ...
+    def stream(self, prompt: str, **gen: Any) -> Iterator[str]: ...
+    def chat(self, messages: list[dict[str, str]], **gen: Any) -> str: ...
+    def params(self, **gen: Any) -> GenerationConfig: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
 
-    def __iter__(self) -> Iterator[str]: ...
+
+# ------------------------------------------------------------------------------------ the convenience API
+def generation_params(engine: EngineCore, **gen: Any) -> GenerationConfig:
+    """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
+    return engine.default_generation.with_overrides(gen, prefix="")
 
 
-class SimpleAPI:
-    """`infer`, `stream`, `chat` and `params` on top of an engine's `generate`, `stream_tokens` and
-    `render_chat`: the Python API every backend offers the same way."""
+def infer(engine: EngineCore, prompt: str | list[str], **gen: Any) -> str | list[str]:
+    """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
+    require_loaded(engine)
+    seed = gen.pop("seed", None)
+    params = generation_params(engine, **gen)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    size = engine.batch_size or (engine.plan.batch_size if engine.plan else 1)
+    texts: list[str] = []
+    for i in range(0, len(prompts), size):
+        texts += [c.text for c in engine.generate(prompts[i : i + size], params, seed=seed)]
+    return texts[0] if isinstance(prompt, str) else texts
 
-    default_generation: GenerationConfig
-    batch_size: int | None
-    plan: Any
 
-    def generate(
-        self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
-    ) -> list[Completion]:
-        raise NotImplementedError
+def stream(engine: EngineCore, prompt: str, **gen: Any) -> Iterator[str]:
+    """Yield text pieces as they are generated; their concatenation is the full completion."""
+    require_loaded(engine)
+    seed = gen.pop("seed", None)
+    return iter(engine.stream_tokens(prompt, generation_params(engine, **gen), seed=seed))
 
-    def stream_tokens(
-        self, text: str, params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
-    ) -> StreamHandle:
-        raise NotImplementedError
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        raise NotImplementedError
+def chat(engine: EngineCore, messages: list[dict[str, str]], **gen: Any) -> str:
+    """Answer a conversation through the model's chat template."""
+    require_loaded(engine)
+    seed = gen.pop("seed", None)
+    params = generation_params(engine, **gen)
+    text = engine.render_chat(messages)
+    return engine.generate([text], params, add_special_tokens=False, seed=seed)[0].text
 
-    def _require_loaded(self) -> None:
-        raise NotImplementedError
 
-    def infer(self, prompt: str | list[str], **gen: Any) -> str | list[str]:
+def require_loaded(engine: EngineCore) -> None:
+    if not engine.is_loaded:
+        raise RuntimeError(NOT_LOADED)
+
+
+_Core = TypeVar("_Core", bound=EngineCore)
+
+
+class ConvenienceAPI:
+    """`infer`, `stream`, `chat`, `params` and the context manager as methods, for any class that implements
+    `EngineCore` (each method's `self` is typed as one, so mypy checks the class provides what they use)."""
+
+    def infer(self: EngineCore, prompt: str | list[str], **gen: Any) -> str | list[str]:
         """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        params = self.params(**gen)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        size = self.batch_size or (self.plan.batch_size if self.plan else 1)
-        texts: list[str] = []
-        for i in range(0, len(prompts), size):
-            texts += [c.text for c in self.generate(prompts[i : i + size], params, seed=seed)]
-        return texts[0] if isinstance(prompt, str) else texts
+        return infer(self, prompt, **gen)
 
-    def stream(self, prompt: str, **gen: Any) -> Iterator[str]:
+    def stream(self: EngineCore, prompt: str, **gen: Any) -> Iterator[str]:
         """Yield text pieces as they are generated; their concatenation is the full completion."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        return iter(self.stream_tokens(prompt, self.params(**gen), seed=seed))
+        return stream(self, prompt, **gen)
 
-    def chat(self, messages: list[dict[str, str]], **gen: Any) -> str:
+    def chat(self: EngineCore, messages: list[dict[str, str]], **gen: Any) -> str:
         """Answer a conversation through the model's chat template."""
-        self._require_loaded()
-        seed = gen.pop("seed", None)
-        text = self.render_chat(messages)
-        return self.generate([text], self.params(**gen), add_special_tokens=False, seed=seed)[0].text
+        return chat(self, messages, **gen)
 
-    def params(self, **gen: Any) -> GenerationConfig:
+    def params(self: EngineCore, **gen: Any) -> GenerationConfig:
         """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
-        return self.default_generation.with_overrides(gen, prefix="")
+        return generation_params(self, **gen)
+
+    def __enter__(self: _Core) -> _Core:
+        return self.load_model()
+
+    def __exit__(self: EngineCore, *exc: object) -> None:
+        self.unload_model()

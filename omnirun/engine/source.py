@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omnirun.errors import ModelLoadError
 
@@ -125,7 +126,7 @@ def is_complete(folder: Path) -> bool:
     return (folder / "omnirun-cache.json").is_file()
 
 
-def write_dense_cache(model, tokenizer, gguf: Path) -> Path:
+def write_dense_cache(model: Any, tokenizer: Any, gguf: Path) -> Path:
     """Save a GGUF-loaded model and tokenizer as dense safetensors; atomic (a temp dir renamed into place)."""
     import transformers
 

@@ -1,64 +1,31 @@
-"""Automatic hardware configuration: detect the machine, then plan backend, device, dtype, quantization and
+"""Automatic hardware configuration: place the model (device and backend), then plan dtype, quantization and
 batch size.
 
-`plan()` is a pure function of the request, the model's size and a `HardwareInfo`, so tests drive it with
-simulated machines. Every choice carries a human-readable reason, recorded in the run's manifest.
+`place()` and `plan()` are pure functions of the request, the model's size and a `HardwareInfo`, so tests
+drive them with simulated machines. Every choice carries a human-readable reason, recorded in the run's
+manifest. The device is resolved once, in `place()`; the plan takes it from the `Placement`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
-import platform
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from omnirun.config import Device, DType, HardwareConfig, Quantization
+from omnirun.checks import parse_choice
+from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
+from omnirun.hardware.detect import MB, HardwareInfo
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("omnirun.hardware")  # the package's logger, the name users filter on
 
-MB = 1024**2
 BYTES_PER_PARAM = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int8": 1.0, "int4": 0.5}
 OVERHEAD = 1.2
 """Weights need this much more than their raw size once loaded (buffers, allocator slack, activations)."""
 GPU_HEADROOM = 0.9
 """Plan to fill at most this share of a device's free memory."""
-BACKENDS = ("auto", "transformers", "llama.cpp")
 LLAMA_CPP_BATCH_CAP = 16
 """llama.cpp's batch size cap (see `choose_batch_size`)."""
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    total_mb: float
-    free_mb: float
-    bf16: bool
-
-
-@dataclass(frozen=True)
-class HardwareInfo:
-    """What the planner needs to know about a machine."""
-
-    cpu_name: str
-    cpu_cores: int
-    ram_total_mb: float
-    ram_available_mb: float
-    gpus: tuple[GpuInfo, ...] = ()
-    mps: bool = False
-    bitsandbytes: bool = False
-    """bitsandbytes is importable (0.45+ quantizes on CUDA and, from 0.48, on CPU)."""
-    llama_cpp: bool = False
-    """llama-cpp-python is importable (the `llama.cpp` backend for GGUF files)."""
-    int4_kernels: bool = False
-    """torch has its CPU int4 weight-only matmul (`_weight_int4pack_mm_for_cpu`, torch 2.6+)."""
-
-    @property
-    def cuda(self) -> bool:
-        return bool(self.gpus)
 
 
 @dataclass(frozen=True)
@@ -72,12 +39,25 @@ class ModelSize:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a model runs, decided once before anything loads: the device and the backend, each with a reason.
+    `engine.build` makes it; the engine's `plan()` takes the device from it instead of resolving it again."""
+
+    device: Device
+    """`cpu`, `cuda` or `mps` (never `auto`)."""
+    device_reason: str
+    backend: Backend
+    """`transformers` or `llama.cpp` (never `auto`)."""
+    backend_reason: str
+
+
+@dataclass(frozen=True)
 class HardwarePlan:
-    device: str
+    device: Device
     """`cpu`, `cuda` or `mps`."""
-    dtype: str
+    dtype: DType
     """`float32`, `float16` or `bfloat16`."""
-    quantization: str | None
+    quantization: Quantization | None
     """`int8`, `int4` or None."""
     batch_size: int
     device_map: Any = None
@@ -85,71 +65,23 @@ class HardwarePlan:
     num_threads: int | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     """One sentence per choice: why it was made."""
-    backend: str = "transformers"
+    backend: Backend = Backend.transformers
     """`transformers` or `llama.cpp` (GGUF files on the CPU)."""
     cpu_int4_decode: bool = False
     """Transformers on the CPU: Linear layers whose fp32 weights lie exactly on a 4-bit grid (dequantized GGUF)
-    get an int4 copy for single-stream decoding (`omnirun.optimize`); prefill and batches stay fp32."""
-
-
-def detect() -> HardwareInfo:
-    """Read the current machine (CPU, RAM, CUDA GPUs, MPS, bitsandbytes, llama-cpp-python). torch is imported
-    only when a GPU may be present (or it is already loaded): a CPU-only llama.cpp run never pays for it."""
-    import psutil
-
-    torch = None
-    if "torch" in sys.modules or accelerator_possible():
-        import torch
-
-    gpus = []
-    if torch is not None and torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
-            props = torch.cuda.get_device_properties(i)
-            gpus.append(GpuInfo(props.name, total / MB, free / MB, bf16=props.major >= 8))
-    mem = psutil.virtual_memory()
-    mps = bool(torch is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return HardwareInfo(
-        cpu_name=cpu_name(),
-        cpu_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
-        ram_total_mb=mem.total / MB,
-        ram_available_mb=mem.available / MB,
-        gpus=tuple(gpus),
-        mps=mps,
-        bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None,
-        llama_cpp=importlib.util.find_spec("llama_cpp") is not None,
-        int4_kernels=torch is not None and torch_int4_kernels(),
-    )
-
-
-def accelerator_possible() -> bool:
-    """False when this machine certainly has no CUDA, ROCm or MPS device (no driver nodes, not macOS)."""
-    if sys.platform == "darwin":
-        return True
-    nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
-    return any(os.path.exists(node) for node in nodes)
-
-
-def torch_int4_kernels() -> bool:
-    """Whether torch has its CPU int4 weight-only matmul (torch 2.6+)."""
-    import torch
-
-    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    get an int4 copy for single-stream decoding (`omnirun.engine.hf.optimize`); prefill and batches stay fp32."""
 
 
 def weight_mb(params: int, precision: str) -> float:
     return params * BYTES_PER_PARAM[precision] / MB
+
+
+def place(request: HardwareConfig, hw: HardwareInfo, *, gguf: bool, batched: bool = False) -> Placement:
+    """Resolve the device once and choose the backend for it (see `choose_backend`)."""
+    reasons: dict[str, str] = {}
+    device = choose_device(request.device, hw, reasons)
+    backend, why = choose_backend(request, hw, device=device, gguf=gguf, batched=batched)
+    return Placement(device, reasons["device"], backend, why)
 
 
 def plan(
@@ -157,85 +89,84 @@ def plan(
     size: ModelSize,
     hw: HardwareInfo,
     *,
+    placement: Placement | None = None,
     auto: bool = True,
-    optimize: bool = True,
-    backend: str = "transformers",
-    backend_reason: str | None = None,
 ) -> HardwarePlan:
-    """Choose device, dtype, quantization and batch size for a model of `size` on machine `hw`, for the
-    `backend` already chosen (see `choose_backend`; `backend_reason` is recorded with the plan).
+    """Choose dtype, quantization and batch size for a model of `size` on machine `hw`, on the device and
+    backend of `placement` (when None: the request's device with the Transformers backend).
 
     `auto=False` (the engine's manual mode) keeps the request as given and only resolves `auto` values to
-    the plain defaults (CUDA when present, fp32 on CPU); it never picks quantization by itself.
-    `optimize=False` turns off the measured CPU speed-up of the Transformers backend (`cpu_int4_decode`).
+    the plain defaults (fp32 on CPU); it never picks quantization by itself. `request.optimize=False` (or
+    manual mode) turns off the measured CPU speed-up of the Transformers backend (`cpu_int4_decode`).
     """
-    reasons: dict[str, str] = {"backend": backend_reason or f"{backend} as requested"}
-    device = choose_device(request.device, hw, reasons)
+    where = placement or place(replace(request, backend=Backend.transformers), hw, gguf=False)
+    device, backend = where.device, where.backend
+    reasons = {"backend": where.backend_reason, "device": where.device_reason}
     dtype = choose_dtype(request.dtype, device, hw, reasons, auto)
     quantization = choose_quantization(request.quantization, device, dtype, size, hw, reasons, auto)
-    int4_decode = backend == "transformers" and choose_cpu_int4_decode(
-        request, device, quantization, hw, reasons, optimize and auto
+    int4_decode = backend == Backend.transformers and choose_cpu_int4_decode(
+        request, device, quantization, hw, reasons, request.optimize and auto
     )
-    if backend == "llama.cpp":
+    if backend == Backend.llama_cpp:
         reasons["dtype"] = "the GGUF file's own weight types, run by llama.cpp's kernels (no dequantization)"
     budget = memory_budget_mb(device, hw)
-    precision = quantization or dtype
-    batch = choose_batch_size(size, device, precision, budget, reasons, backend)
-    device_map = request.device_map
-    if device_map is not None:
-        reasons["device_map"] = f"device_map={device_map!r} as requested: accelerate places the weights"
+    batch = choose_batch_size(size, device, quantization or dtype, budget, reasons, backend)
+    if request.device_map is not None:
+        reasons["device_map"] = f"device_map={request.device_map!r} as requested: accelerate places the weights"
     threads = request.num_threads
-    if device == "cpu":
+    if device == Device.cpu:
         reasons["num_threads"] = (
             f"{threads} CPU threads as requested" if threads else f"default: one thread per core ({hw.cpu_cores})"
         )
     return HardwarePlan(
-        device, dtype, quantization, batch, device_map, request.max_memory, threads, reasons, backend, int4_decode
+        device=device,
+        dtype=dtype,
+        quantization=quantization,
+        batch_size=batch,
+        device_map=request.device_map,
+        max_memory=request.max_memory,
+        num_threads=threads,
+        reasons=reasons,
+        backend=backend,
+        cpu_int4_decode=int4_decode,
     )
 
 
 def choose_backend(
-    requested: str,
-    request: HardwareConfig,
-    hw: HardwareInfo,
-    *,
-    gguf: bool,
-    optimize: bool = True,
-    batched: bool = False,
-) -> tuple[str, str]:
-    """The backend and why: `llama.cpp` for a GGUF model on the CPU when llama-cpp-python is installed,
-    nothing asks for Transformers' own options (dtype, quantization, device_map) and prompts go one at a time
-    (`batched` false); else `transformers`. Raises ConfigError when an explicit `llama.cpp` cannot be honoured."""
-    if requested not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
-    device = choose_device(request.device, hw, {})
-    if requested == "llama.cpp":
+    request: HardwareConfig, hw: HardwareInfo, *, device: Device, gguf: bool, batched: bool = False
+) -> tuple[Backend, str]:
+    """The backend for `request.backend` on the resolved `device`, and why: `llama.cpp` for a GGUF model on
+    the CPU when llama-cpp-python is installed, `request.optimize` is on, nothing asks for Transformers' own
+    options (dtype, quantization, device_map) and prompts go one at a time (`batched` false); else
+    `transformers`. Raises ConfigError when an explicit `llama.cpp` cannot be honoured."""
+    requested = parse_choice("hardware.backend", Backend, request.backend)
+    if requested == Backend.llama_cpp:
         problem = llama_cpp_problem(request, device, hw, gguf)
         if problem:
             raise ConfigError(f"backend=llama.cpp: {problem}; use backend=auto or transformers")
-        return "llama.cpp", "llama.cpp as requested"
-    if requested == "transformers":
-        return "transformers", "transformers as requested"
-    problem = "automatic optimizations are off" if not optimize else llama_cpp_problem(request, device, hw, gguf)
+        return Backend.llama_cpp, "llama.cpp as requested"
+    if requested == Backend.transformers:
+        return Backend.transformers, "transformers as requested"
+    problem = llama_cpp_problem(request, device, hw, gguf) if request.optimize else "automatic optimizations are off"
     if not problem and batched:
         problem = (
             "a batched run: Transformers' fp32 prefill and batched decoding beat llama.cpp's Q4_1 kernels on this "
             "project's CPU, 60-67 against 46 output tok/s over 64 prompts (benchmarks/results)"
         )
     if problem:
-        return "transformers", f"transformers: llama.cpp not used ({problem})"
-    return "llama.cpp", (
+        return Backend.transformers, f"transformers: llama.cpp not used ({problem})"
+    return Backend.llama_cpp, (
         "llama.cpp: a GGUF model on the CPU and llama-cpp-python is installed; its kernels run the GGUF weights "
         "as they are and decoded 6-8x faster than plain Transformers fp32 on this project's CPU, agreeing with fp32 "
         "on 98% of greedy tokens under teacher forcing (bf16: 97%; benchmarks/results)"
     )
 
 
-def llama_cpp_problem(request: HardwareConfig, device: str, hw: HardwareInfo, gguf: bool) -> str | None:
+def llama_cpp_problem(request: HardwareConfig, device: Device, hw: HardwareInfo, gguf: bool) -> str | None:
     """Why the llama.cpp backend cannot serve this request, or None when it can."""
     if not gguf:
         return "the model is not a GGUF file"
-    if device != "cpu":
+    if device != Device.cpu:
         return f"it runs on the CPU here, and the device is {device}"
     if not hw.llama_cpp:
         return "llama-cpp-python is not installed: `pip install 'omnirun[llama-cpp]'`"
@@ -253,14 +184,14 @@ def llama_cpp_problem(request: HardwareConfig, device: str, hw: HardwareInfo, gg
 
 def choose_cpu_int4_decode(
     request: HardwareConfig,
-    device: str,
-    quantization: str | None,
+    device: Device,
+    quantization: Quantization | None,
     hw: HardwareInfo,
     reasons: dict[str, str],
     optimize: bool,
 ) -> bool:
     """int4 decoding copies for fp32 Transformers models on the CPU, unless anything asks otherwise."""
-    if device != "cpu":
+    if device != Device.cpu:
         return False
     problem = None
     if not optimize:
@@ -285,7 +216,7 @@ def choose_cpu_int4_decode(
     return True
 
 
-def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) -> str:
+def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) -> Device:
     if requested == Device.cuda and not hw.cuda:
         raise ConfigError(
             "hardware.device=cuda but no CUDA device is visible (torch.cuda.is_available() is False); "
@@ -295,49 +226,49 @@ def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) 
         raise ConfigError("hardware.device=mps but MPS is not available on this machine; use hardware=auto or cpu")
     if requested != Device.auto:
         reasons["device"] = f"{requested} as requested"
-        return str(requested)
+        return Device(requested)
     if hw.cuda:
         reasons["device"] = f"CUDA is available ({len(hw.gpus)} x {hw.gpus[0].name})"
-        return "cuda"
+        return Device.cuda
     if hw.mps:
         reasons["device"] = "no CUDA device; Apple MPS is available"
-        return "mps"
+        return Device.mps
     reasons["device"] = "no CUDA or MPS device found: running on the CPU"
-    return "cpu"
+    return Device.cpu
 
 
-def choose_dtype(requested: DType, device: str, hw: HardwareInfo, reasons: dict[str, str], auto: bool) -> str:
+def choose_dtype(requested: DType, device: Device, hw: HardwareInfo, reasons: dict[str, str], auto: bool) -> DType:
     if requested != DType.auto:
-        if device == "cuda" and requested == DType.bfloat16 and not all(g.bf16 for g in hw.gpus):
+        if device == Device.cuda and requested == DType.bfloat16 and not all(g.bf16 for g in hw.gpus):
             raise ConfigError("hardware.dtype=bfloat16 needs a GPU of compute capability 8.0+; use float16")
         reasons["dtype"] = f"{requested} as requested"
-        return str(requested)
-    if device == "cuda" and auto:
+        return DType(requested)
+    if device == Device.cuda and auto:
         if all(g.bf16 for g in hw.gpus):
             reasons["dtype"] = "bfloat16: the GPU supports it (fp16's speed with fp32's range)"
-            return "bfloat16"
+            return DType.bfloat16
         reasons["dtype"] = "float16: the GPU has no bf16 support"
-        return "float16"
-    if device == "mps" and auto:
+        return DType.float16
+    if device == Device.mps and auto:
         reasons["dtype"] = "float16 on MPS"
-        return "float16"
+        return DType.float16
     reasons["dtype"] = (
         "float32: measured fastest on CPU (bf16 decoded ~10-15% slower here, see benchmarks/)"
-        if device == "cpu"
+        if device == Device.cpu
         else "float32: manual configuration default"
     )
-    return "float32"
+    return DType.float32
 
 
 def choose_quantization(
     requested: Quantization | None,
-    device: str,
-    dtype: str,
+    device: Device,
+    dtype: DType,
     size: ModelSize,
     hw: HardwareInfo,
     reasons: dict[str, str],
     auto: bool,
-) -> str | None:
+) -> Quantization | None:
     if requested is None:
         reasons["quantization"] = "none requested"
         return None
@@ -350,26 +281,26 @@ def choose_quantization(
             f"hardware.quantization={requested} needs bitsandbytes, which is not installed; "
             "`pip install bitsandbytes` or set hardware.quantization=null"
         )
-    if device == "mps":
+    if device == Device.mps:
         raise ConfigError(f"hardware.quantization={requested}: bitsandbytes does not run on MPS; use cpu or cuda")
     reasons["quantization"] = f"{requested} (bitsandbytes) as requested"
-    return str(requested)
+    return Quantization(requested)
 
 
 def auto_quantization(
-    device: str, dtype: str, size: ModelSize, hw: HardwareInfo, reasons: dict[str, str]
-) -> str | None:
+    device: Device, dtype: DType, size: ModelSize, hw: HardwareInfo, reasons: dict[str, str]
+) -> Quantization | None:
     budget = memory_budget_mb(device, hw)
     need = {p: weight_mb(size.params, p) * OVERHEAD for p in (dtype, "int8", "int4")}
     if need[dtype] <= budget:
         reasons["quantization"] = f"none: {dtype} weights (~{need[dtype]:.0f} MB) fit in {budget:.0f} MB free"
         return None
-    if not hw.bitsandbytes or device == "mps":
+    if not hw.bitsandbytes or device == Device.mps:
         why = "bitsandbytes is not installed" if not hw.bitsandbytes else "bitsandbytes does not run on MPS"
         reasons["quantization"] = f"none: weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free, but {why}"
         log.warning("quantization=auto falls back to no quantization: %s", why)
         return None
-    for choice in ("int8", "int4"):
+    for choice in (Quantization.int8, Quantization.int4):
         if need[choice] <= budget:
             reasons["quantization"] = (
                 f"{choice}: {dtype} weights (~{need[dtype]:.0f} MB) exceed {budget:.0f} MB free; "
@@ -379,11 +310,11 @@ def auto_quantization(
     reasons["quantization"] = (
         f"int4: even int4 (~{need['int4']:.0f} MB) exceeds {budget:.0f} MB free; expect offload or OOM"
     )
-    return "int4"
+    return Quantization.int4
 
 
 def memory_budget_mb(device: str, hw: HardwareInfo) -> float:
-    if device == "cuda":
+    if device == Device.cuda:
         return sum(g.free_mb for g in hw.gpus) * GPU_HEADROOM
     return hw.ram_available_mb * GPU_HEADROOM
 
@@ -394,7 +325,7 @@ def choose_batch_size(
     precision: str,
     budget_mb: float,
     reasons: dict[str, str],
-    backend: str = "transformers",
+    backend: str = Backend.transformers,
 ) -> int:
     """A batch size for `task.batch_size=auto`: as many sequences as the KV cache budget allows, capped.
 
@@ -402,10 +333,10 @@ def choose_batch_size(
     sorted by length: Transformers gave 59, 66 and 65 tok/s in batches of 16, 32 and 64), except 16 for
     llama.cpp, whose decoding slowed with larger batches there (173 tok/s at 16, 126 at 64).
     """
-    cap = LLAMA_CPP_BATCH_CAP if backend == "llama.cpp" else 64
+    cap = LLAMA_CPP_BATCH_CAP if backend == Backend.llama_cpp else 64
     free = budget_mb - weight_mb(size.params, precision) * OVERHEAD
     if size.num_layers and size.kv_dim:
-        kv_bytes = 2 * size.num_layers * size.kv_dim * (4 if precision == "float32" else 2)
+        kv_bytes = 2 * size.num_layers * size.kv_dim * (4 if precision == DType.float32 else 2)
         per_seq_mb = kv_bytes * 2048 / MB  # room for 2048 tokens of context per sequence
         fits = int(max(free, 0) * 0.5 // per_seq_mb) if per_seq_mb else cap
     else:

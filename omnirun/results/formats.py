@@ -1,10 +1,7 @@
-"""Standard formats: the OpenAI Batch API JSONL (also vLLM's `run-batch`) and Hugging Face datasets.
+"""Standard output formats: the OpenAI Batch API output (`batch_output.jsonl`) and a Hugging Face dataset.
 
-OpenAI batch input lines look like
-`{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "...", "messages": [...],
-"max_tokens": 50}}` (or `/v1/completions` with `body.prompt`). The output, `batch_output.jsonl`, has one line per
-request: `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}` with a
-`chat.completion` or `text_completion` body and its `usage`.
+`batch_output.jsonl` has one line per request: `{"id", "custom_id", "response": {"status_code", "request_id",
+"body"}, "error"}` with a `chat.completion` or `text_completion` body and its `usage`.
 """
 
 from __future__ import annotations
@@ -15,52 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from omnirun import outputs
-
-CHAT_URL = "/v1/chat/completions"
-COMPLETIONS_URL = "/v1/completions"
-
-BODY_TO_GENERATION = {
-    "max_tokens": "max_new_tokens",
-    "max_completion_tokens": "max_new_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "repetition_penalty": "repetition_penalty",
-    "min_tokens": "min_new_tokens",
-}
-IGNORED_BODY_KEYS = frozenset({"model", "messages", "prompt", "user", "stream", "n", "seed", "metadata", "store"})
-
-
-def is_openai_request(obj: dict[str, Any]) -> bool:
-    return "custom_id" in obj and isinstance(obj.get("body"), dict)
-
-
-def from_openai_request(obj: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """An OpenAI batch request as omnirun's record fields (`id`, `messages`/`prompt`, generation overrides,
-    `template`), and a problem if the request asks for something omnirun cannot do."""
-    body = obj["body"]
-    url = obj.get("url", CHAT_URL)
-    record: dict[str, Any] = {"id": obj["custom_id"]}
-    if url == CHAT_URL:
-        record["messages"] = body.get("messages")
-    elif url == COMPLETIONS_URL:
-        record["prompt"] = body.get("prompt")
-        record["template"] = False  # a completions request is a raw prompt, as in OpenAI's API
-    else:
-        return record, f"url {url!r} is not supported; use {CHAT_URL} or {COMPLETIONS_URL}"
-    if body.get("n", 1) != 1:
-        return record, "body.n other than 1 is not supported"
-    for key, value in body.items():
-        if key in BODY_TO_GENERATION:
-            record[BODY_TO_GENERATION[key]] = value
-        elif key not in IGNORED_BODY_KEYS:
-            return record, f"body.{key} is not supported"
-    if "temperature" in body:
-        record["do_sample"] = body["temperature"] > 0
-        if body["temperature"] == 0:
-            del record["temperature"]  # greedy
-    return record, None
+from omnirun import rundir
+from omnirun.results.schema import to_jsonable
 
 
 def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[str, Any]:
@@ -78,7 +31,7 @@ def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[st
     }
     if "messages" in row:
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": row["output"]}}
-        body = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion"}
+        body: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion"}
     else:
         choice = {"index": 0, "text": row["output"]}
         body = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion"}
@@ -90,14 +43,14 @@ def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[st
 
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "outputs.jsonl"
+    path = run_dir / rundir.OUTPUTS
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def write_openai_batch(run_dir: Path, model: str) -> Path:
     """batch_output.jsonl from the run's outputs.jsonl (all of it, also after a resume)."""
     created = int(time.time())
-    path = run_dir / "batch_output.jsonl"
+    path = run_dir / rundir.BATCH_OUTPUT
     lines = (json.dumps(to_openai_response(r, model, created), ensure_ascii=False) for r in read_rows(run_dir))
     path.write_text("".join(line + "\n" for line in lines))
     return path
@@ -114,12 +67,12 @@ def write_dataset(run_dir: Path, config_yaml: str, metrics: dict[str, Any], push
         c: [json.dumps(r[c]) if c == "messages" and r.get(c) is not None else r.get(c) for r in rows] for c in columns
     }
     info = datasets.DatasetInfo(
-        description=json.dumps({"config": config_yaml, "metrics": outputs.to_jsonable(metrics)}),
+        description=json.dumps({"config": config_yaml, "metrics": to_jsonable(metrics)}),
     )
     ds = datasets.Dataset.from_dict(table, info=info)
-    folder = run_dir / "dataset"
+    folder = run_dir / rundir.DATASET
     ds.save_to_disk(str(folder))
-    ds.to_parquet(str(run_dir / "outputs.parquet"))
+    ds.to_parquet(str(run_dir / rundir.PARQUET))
     if push_to:
         ds.push_to_hub(push_to)
     return folder

@@ -67,20 +67,21 @@ def add_int4_decode(model: Any) -> int:
     bf16 copy for decoding (`Bf16DecodeLinear`). Returns the int4 layers."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     changed = 0
-    head_at = None
+    head: tuple[torch.nn.Module, str, Any] | None = None  # (parent, attribute, the output Linear)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not torch.nn.Linear or child.weight.device.type != "cpu":
                 continue
             if child is output:
-                head_at = (parent, name)
+                head = (parent, name, child)
                 continue
             grid = int4_grid(child.weight)
             if grid is not None:
                 setattr(parent, name, Int4DecodeLinear(child, *grid))
                 changed += 1
-    if changed and head_at is not None and output.weight.dtype == torch.float32:
-        setattr(*head_at, Bf16DecodeLinear(output))
+    if changed and head is not None and head[2].weight.dtype == torch.float32:
+        parent, name, linear = head
+        setattr(parent, name, Bf16DecodeLinear(linear))
     return changed
 
 
@@ -93,6 +94,9 @@ class Int4DecodeLinear(torch.nn.Linear):
     """A Linear that keeps its fp32 weight for prefill and batches and adds an exact int4 copy (groups of 32,
     16 levels, bf16 scales) for calls of at most DECODE_ROWS rows: single-stream decoding reads every weight
     from memory once per token, and 4-bit codes are 8x fewer bytes than fp32."""
+
+    packed: torch.Tensor
+    scale_zero: torch.Tensor
 
     def __init__(self, linear: torch.nn.Linear, codes: torch.Tensor, scale: torch.Tensor, low: torch.Tensor) -> None:
         torch.nn.Module.__init__(self)
@@ -118,6 +122,8 @@ class Bf16DecodeLinear(torch.nn.Linear):
     ~20% of decoding time in fp32); bf16 reads half the bytes. The fp32 weight (tied to the embedding or not)
     stays for prefill and batches. Not exact: measured with `agreement`, decoding then parts from fp32 only at
     near-ties (largest fp32 logit margin at a parting ~0.1, against ~0.3 for a whole bf16 model)."""
+
+    weight_bf16: torch.Tensor
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         torch.nn.Module.__init__(self)

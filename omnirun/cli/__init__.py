@@ -1,0 +1,5 @@
+"""The command line: `python -m omnirun` (single runs, sweeps, reruns)."""
+
+from omnirun.cli.main import main
+
+__all__ = ["main"]

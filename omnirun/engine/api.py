@@ -1,0 +1,85 @@
+"""`TransformersEngine`: the seed's Python API, a thin facade over the Transformers backend (`HfEngine`).
+
+Its keywords become the same typed `ModelConfig` / `HardwareConfig` the CLI builds, validated the same way
+(a bad value raises ValueError naming the parameter); everything else is `HfEngine`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnirun.checks import parse_choice
+from omnirun.config import (
+    Backend,
+    Device,
+    DType,
+    GenerationConfig,
+    HardwareConfig,
+    ModelConfig,
+    Quantization,
+)
+from omnirun.engine import source
+from omnirun.engine.hf import HfEngine
+
+
+class TransformersEngine(HfEngine):
+    """Inference on a Hugging Face Transformers model.
+
+    >>> with TransformersEngine("smollm2") as engine:
+    ...     engine.chat([{"role": "user", "content": "What is the capital of France?"}], do_sample=False)
+
+    `auto_config=True` lets the hardware planner choose device, dtype, quantization and batch size for the
+    values left at `auto`; `auto_config=False` uses the given values as they are (fp32 on CPU, CUDA if present).
+    `optimize=True` (with auto_config) also applies the planner's measured CPU speed-up: int4 decoding copies of
+    Linear layers whose weights are exactly 4-bit (a GGUF's), used for single streams (`plan.cpu_int4_decode`);
+    `optimize=False` keeps plain fp32. `generation` replaces the generation defaults (the seed table:
+    max_new_tokens=100, temperature=0.7, top_p=0.9, top_k=50, repetition_penalty=1.0, do_sample=True).
+    """
+
+    def __init__(
+        self,
+        model_id: str = source.BUNDLED,
+        auto_config: bool = True,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantization: str | None = None,
+        trust_remote_code: bool = False,
+        model_type: str | None = None,
+        attn_implementation: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        max_memory: dict[str, str] | None = None,
+        low_cpu_mem_usage: bool = True,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        gguf_file: str | None = None,
+        allow_pickle: bool = False,
+        batch_size: int | None = None,
+        num_threads: int | None = None,
+        *,
+        generation: GenerationConfig | None = None,
+        optimize: bool = True,
+    ) -> None:
+        model = ModelConfig(
+            name=model_id,
+            model_type=model_type,
+            revision=revision,
+            gguf_file=gguf_file,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            attn_implementation=attn_implementation,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            cache_dir=cache_dir,
+        )
+        hardware = HardwareConfig(
+            backend=Backend.transformers,
+            optimize=optimize,
+            device=parse_choice("device", Device, device),
+            dtype=parse_choice("dtype", DType, dtype),
+            quantization=None if quantization is None else parse_choice("quantization", Quantization, quantization),
+            device_map=device_map,
+            max_memory=max_memory,
+            num_threads=num_threads,
+        )
+        model.validate()
+        hardware.validate()
+        super().__init__(model, hardware, generation=generation, batch_size=batch_size, auto_config=auto_config)

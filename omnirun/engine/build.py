@@ -1,0 +1,63 @@
+"""The one place where config becomes an engine: place the model once (device and backend, each with a
+reason), then construct that backend's engine from the typed configs.
+
+Adding a backend is a folder implementing `engine.base.Engine` plus one line in `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from omnirun.config import Backend, GenerationConfig, HardwareConfig, ModelConfig
+from omnirun.engine import source
+from omnirun.engine.base import Engine
+from omnirun.engine.hf import HfEngine
+from omnirun.engine.llamacpp import LlamaCppEngine
+from omnirun.hardware import HardwareInfo, Placement, detect, place
+
+
+class EngineFactory(Protocol):
+    """How `build` makes a backend's engine (each backend class's constructor has this signature)."""
+
+    def __call__(
+        self,
+        model: ModelConfig,
+        hardware: HardwareConfig,
+        *,
+        placement: Placement | None = None,
+        info: HardwareInfo | None = None,
+        generation: GenerationConfig | None = None,
+        batch_size: int | None = None,
+    ) -> Engine: ...
+
+
+BACKENDS: dict[Backend, EngineFactory] = {
+    Backend.transformers: HfEngine,
+    Backend.llama_cpp: LlamaCppEngine,
+}
+"""One line per backend; `hardware.choose_backend` picks the key."""
+
+
+def build(
+    model: ModelConfig,
+    hardware: HardwareConfig,
+    *,
+    generation: GenerationConfig | None = None,
+    info: HardwareInfo | None = None,
+    batched: bool = False,
+    batch_size: int | None = None,
+) -> Engine:
+    """The engine for these configs, not loaded yet (`load_tokenizer()` / `load_model()` load it).
+
+    The device is resolved and the backend chosen once, here (`hardware.place`): `auto` takes llama.cpp for a
+    GGUF model on the CPU when llama-cpp-python is installed and no Transformers-only option (dtype,
+    quantization, device_map) is set; `batched=True` (many prompts decoded together) keeps Transformers,
+    faster there on the CPUs measured. The choice and its reason land in the engine's
+    `plan.reasons["backend"]`. Raises ConfigError when an explicit backend cannot run the request.
+    `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
+    """
+    info = info or detect()
+    gguf = source.resolve(model.name, model.gguf_file).is_gguf
+    placement = place(hardware, info, gguf=gguf, batched=batched)
+    factory = BACKENDS[placement.backend]
+    return factory(model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size)

@@ -1,0 +1,161 @@
+"""Loading helpers of the Transformers backend: the GGUF dense copy, size estimates, tokenizer setup, the
+`from_pretrained` weight arguments, bitsandbytes configs, memory release."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from omnirun import hardware
+from omnirun.config import DType, ModelConfig, ModelType, Quantization
+from omnirun.engine import source as models
+
+log = logging.getLogger(__name__)
+
+INT8_CAST_MESSAGE = "MatMul8bitLt: inputs will be cast"
+"""bitsandbytes' note, once per int8 layer per step, that it casts fp32/bf16 inputs to fp16 (expected)."""
+
+
+def model_class(model_type: ModelType) -> Any:
+    import transformers
+
+    if model_type == ModelType.seq2seq:
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModelForCausalLM
+
+
+def dense_copy(source: models.ModelSource) -> Path:
+    """The dense safetensors folder for a GGUF source, converting it on first use."""
+    import transformers
+
+    gguf = source.gguf_path
+    assert gguf is not None
+    cached = models.dense_cache_dir(gguf)
+    if models.is_complete(cached):
+        return cached
+    log.warning("converting %s to a dense safetensors cache; this happens once", gguf.name)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+        config = transformers.AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
+        cls = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
+        model = cls.from_pretrained(source.path, gguf_file=source.gguf_file)
+    except Exception as exc:
+        raise models.describe_load_failure(source, exc) from exc
+    folder = models.write_dense_cache(model, tokenizer, gguf)
+    del model
+    gc.collect()
+    return folder
+
+
+def estimate_size(model_cls: Any, config: Any) -> hardware.ModelSize:
+    """Parameter count (exact, from an empty meta-device model) and KV-cache shape of a config."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in model_cls.from_config(config).parameters())
+    except Exception:  # exotic architectures: fall back to a rough count from the config
+        hidden = getattr(config, "hidden_size", 0) or getattr(config, "d_model", 0)
+        layers = getattr(config, "num_hidden_layers", 0) or getattr(config, "num_layers", 0)
+        params = 12 * layers * hidden * hidden + getattr(config, "vocab_size", 0) * hidden
+    text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text_cfg, "num_hidden_layers", 0) or getattr(text_cfg, "num_layers", 0) or 0
+    heads = getattr(text_cfg, "num_attention_heads", 0) or getattr(text_cfg, "num_heads", 0) or 0
+    hidden = getattr(text_cfg, "hidden_size", 0) or getattr(text_cfg, "d_model", 0) or 0
+    head_dim = getattr(text_cfg, "head_dim", None) or (hidden // heads if heads else 0)
+    kv_heads = getattr(text_cfg, "num_key_value_heads", None) or heads
+    return hardware.ModelSize(params=int(params), num_layers=int(layers), kv_dim=int(kv_heads * head_dim))
+
+
+def prepare_tokenizer(tokenizer: Any, model_type: ModelType) -> None:
+    """Batching needs a pad token; decoder-only models need left padding so new tokens follow the prompt."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left" if model_type == ModelType.causal_lm else "right"
+
+
+def weight_kwargs(plan: hardware.HardwarePlan, model: ModelConfig, torch: Any) -> dict[str, Any]:
+    """The `from_pretrained` arguments that place and type the weights as planned."""
+    kwargs: dict[str, Any] = {
+        "dtype": getattr(torch, plan.dtype),
+        "low_cpu_mem_usage": model.low_cpu_mem_usage,
+        "use_safetensors": None if model.allow_pickle else True,
+    }
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
+    if plan.device_map is not None:
+        kwargs["device_map"] = plan.device_map
+        if plan.max_memory:
+            kwargs["max_memory"] = {device_key(k): v for k, v in plan.max_memory.items()}
+    if plan.quantization:
+        kwargs["quantization_config"] = bnb_config(plan.quantization, plan.dtype, torch)
+        kwargs.setdefault("device_map", {"": str(plan.device)})
+    return kwargs
+
+
+def bnb_config(quantization: Quantization, dtype: DType, torch: Any) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if quantization == Quantization.int8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=getattr(torch, DType.bfloat16 if dtype == DType.float32 else dtype),
+    )
+
+
+def quiet_int8_cast_notes() -> None:
+    """Keep bitsandbytes' int8 cast note from the user. Its int8 matmul runs in fp16, so every int8 layer
+    reports, on every decoding step, that it casts its fp32/bf16 input: hundreds of identical lines per
+    prompt about an expected, harmless cast. Only that message is dropped: bitsandbytes 0.45-0.4x raise it
+    as a UserWarning, later versions log it on `bitsandbytes.autograd._functions`."""
+    warnings.filterwarnings("ignore", message=INT8_CAST_MESSAGE, category=UserWarning, module=r"bitsandbytes\.")
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _Int8CastFilter) for f in bnb_log.filters):
+        bnb_log.addFilter(_Int8CastFilter())
+
+
+class _Int8CastFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(INT8_CAST_MESSAGE)
+
+
+def add_int4_decode(model: Any, plan: hardware.HardwarePlan) -> hardware.HardwarePlan:
+    """Apply `optimize.add_int4_decode` and record in the plan how many layers qualified."""
+    from omnirun.engine.hf import optimize
+
+    linear = sum(type(m).__name__ == "Linear" for m in model.modules())
+    changed = optimize.add_int4_decode(model)
+    reasons = dict(plan.reasons)
+    reasons["cpu_int4_decode"] += f" [{changed} of {linear} Linear layers qualified]"
+    return replace(plan, cpu_int4_decode=changed > 0, reasons=reasons)
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def release_memory() -> None:
+    """Collect garbage, empty the CUDA cache and return freed heap pages to the OS (glibc malloc_trim)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def device_key(key: str | int) -> str | int:
+    """accelerate wants GPU indices in `max_memory` as ints; config files give them as strings."""
+    return int(key) if isinstance(key, str) and key.isdigit() else key

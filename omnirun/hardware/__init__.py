@@ -1,0 +1,30 @@
+"""Automatic hardware configuration: `detect()` reads the machine, `place()` resolves the device and chooses
+the backend once, `plan()` chooses dtype, quantization and batch size on that placement, each choice with a
+reason recorded in the manifest."""
+
+from omnirun.hardware.detect import MB, GpuInfo, HardwareInfo, cpu_name, detect, torch_int4_kernels
+from omnirun.hardware.planner import (
+    HardwarePlan,
+    ModelSize,
+    Placement,
+    choose_backend,
+    place,
+    plan,
+    weight_mb,
+)
+
+__all__ = [
+    "MB",
+    "GpuInfo",
+    "HardwareInfo",
+    "HardwarePlan",
+    "ModelSize",
+    "Placement",
+    "choose_backend",
+    "cpu_name",
+    "detect",
+    "place",
+    "plan",
+    "torch_int4_kernels",
+    "weight_mb",
+]

@@ -1,0 +1,5 @@
+"""`python -m omnirun.reporting ...`: the same as `python -m omnirun.report ...`."""
+
+from omnirun.reporting.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""What a run writes, as types: one outputs.jsonl row (`ResultRow`), the run's metrics (`RunMetrics`) and a
+benchmark report (`BenchmarkReport`). Each has `to_json()` / `from_json()`; code reads fields, never string
+keys. The JSON field names are the documented file formats (README, metric definitions) and do not change.
+
+Definitions (also in the README):
+- `ttft_ms`: time to first token, from the start of the `generate` call that served a record until its
+  first new token existed. Records batched together share their batch's value.
+- `tpot_ms`: time per output token after the first, `(e2e - ttft) / (output_tokens - 1)` (vLLM's TPOT).
+- `e2e_ms`: end-to-end latency of the `generate` call that served a record (queueing excluded).
+- `output_tokens_per_s`: total output tokens / wall time of the generation phase (model load excluded).
+- `max_rss_mb`: peak resident memory of the process during the run (20 ms sampler plus VmHWM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    completed = "completed"
+    failed = "failed"
+    interrupted = "interrupted"
+
+
+def quantile(sorted_xs: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an already sorted, non-empty list."""
+    pos = (len(sorted_xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """mean and percentiles (linear interpolation) of a set of values."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @staticmethod
+    def of(values: list[float]) -> Stats | None:
+        if not values:
+            return None
+        xs = sorted(values)
+        return Stats(statistics.fmean(xs), quantile(xs, 0.5), quantile(xs, 0.9), quantile(xs, 0.99))
+
+    @staticmethod
+    def from_json(obj: dict[str, Any] | None) -> Stats | None:
+        return None if obj is None else Stats(obj["mean"], obj["p50"], obj["p90"], obj["p99"])
+
+    def scaled(self, factor: float) -> Stats:
+        return Stats(self.mean * factor, self.p50 * factor, self.p90 * factor, self.p99 * factor)
+
+
+@dataclass
+class ResultRow:
+    """One line of outputs.jsonl: a record's input, its output or its error, and its timings."""
+
+    id: str
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    output: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+    """`stop` (end-of-sequence produced) or `length` (max_new_tokens reached)."""
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    error: str | None = None
+    token_times_ms: list[float] | None = None
+    """task=stream only: when each new token was produced, from the call's start."""
+    token_ids: list[int] | None = None
+    """Not written; kept in memory for comparisons that need the exact tokens."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id}
+        if self.messages is not None:
+            out["messages"] = self.messages
+        else:
+            out["prompt"] = self.prompt
+        for name in ("output", "input_tokens", "output_tokens", "finish_reason", "ttft_ms", "tpot_ms", "e2e_ms"):
+            out[name] = getattr(self, name)
+        out["error"] = self.error
+        if self.token_times_ms is not None:
+            out["token_times_ms"] = self.token_times_ms
+        return out
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> ResultRow:
+        names = {f.name for f in dataclasses.fields(ResultRow)} - {"token_ids"}
+        row = ResultRow(**{k: v for k, v in obj.items() if k in names})
+        row.id = str(row.id)
+        return row
+
+
+@dataclass
+class MemoryMetrics:
+    max_rss_mb: float | None = None
+    max_cuda_allocated_mb: float | None = None
+    max_cuda_reserved_mb: float | None = None
+    model_footprint_mb: float | None = None
+
+
+@dataclass
+class BenchmarkHeadline:
+    """task=benchmark: the headline throughputs copied into metrics.json (the full report is benchmark.json)."""
+
+    prefill_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    samples_per_s: float | None
+    generate_p50_ms: float
+    unstable: bool
+
+
+@dataclass
+class RunMetrics:
+    """metrics.json."""
+
+    status: Status
+    load_model_s: float | None = None
+    total_s: float | None = None
+    """Wall time of the whole run: input reading, model load, generation, writing."""
+    generation_s: float | None = None
+    """Wall time of the generation phase alone."""
+    num_samples: int = 0
+    num_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_tokens_per_s: float | None = None
+    ttft_ms: Stats | None = None
+    tpot_ms: Stats | None = None
+    e2e_ms: Stats | None = None
+    memory: MemoryMetrics = field(default_factory=MemoryMetrics)
+    resumed_records: int = 0
+    """Records finished by earlier attempts of a resumed run; not counted in this run's figures."""
+    benchmark: BenchmarkHeadline | None = None
+    schema_version: int = SCHEMA_VERSION
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = to_jsonable(self)
+        return out
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> RunMetrics:
+        bench = obj.get("benchmark")
+        return RunMetrics(
+            status=Status(obj.get("status", "failed")),
+            load_model_s=obj.get("load_model_s"),
+            total_s=obj.get("total_s"),
+            generation_s=obj.get("generation_s"),
+            num_samples=obj.get("num_samples", 0),
+            num_errors=obj.get("num_errors", 0),
+            input_tokens=obj.get("input_tokens", 0),
+            output_tokens=obj.get("output_tokens", 0),
+            output_tokens_per_s=obj.get("output_tokens_per_s"),
+            ttft_ms=Stats.from_json(obj.get("ttft_ms")),
+            tpot_ms=Stats.from_json(obj.get("tpot_ms")),
+            e2e_ms=Stats.from_json(obj.get("e2e_ms")),
+            memory=MemoryMetrics(**(obj.get("memory") or {})),
+            resumed_records=obj.get("resumed_records", 0),
+            benchmark=BenchmarkHeadline(**bench) if bench else None,
+            schema_version=obj.get("schema_version", SCHEMA_VERSION),
+            error=obj.get("error"),
+        )
+
+    @staticmethod
+    def load(path: Path) -> RunMetrics | None:
+        return RunMetrics.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def summarize(
+    rows: list[ResultRow],
+    *,
+    status: Status,
+    load_model_s: float | None,
+    total_s: float,
+    generation_s: float,
+    memory: MemoryMetrics,
+    resumed_records: int = 0,
+    error: str | None = None,
+) -> RunMetrics:
+    """Aggregate per-record results (the outputs.jsonl rows) into run metrics."""
+    ok = [r for r in rows if r.ok]
+    out_tokens = sum(r.output_tokens or 0 for r in ok)
+    return RunMetrics(
+        status=status,
+        load_model_s=load_model_s,
+        total_s=total_s,
+        generation_s=generation_s,
+        num_samples=len(rows),
+        num_errors=len(rows) - len(ok),
+        input_tokens=sum(r.input_tokens or 0 for r in ok),
+        output_tokens=out_tokens,
+        output_tokens_per_s=out_tokens / generation_s if generation_s > 0 and ok else None,
+        ttft_ms=Stats.of([r.ttft_ms for r in ok if r.ttft_ms is not None]),
+        tpot_ms=Stats.of([r.tpot_ms for r in ok if r.tpot_ms is not None]),
+        e2e_ms=Stats.of([r.e2e_ms for r in ok if r.e2e_ms is not None]),
+        memory=memory,
+        resumed_records=resumed_records,
+        error=error,
+    )
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, paths and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, StrEnum):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

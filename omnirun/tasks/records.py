@@ -1,0 +1,138 @@
+"""The shape every per-record task shares: load the model, run the records window by window into
+outputs.jsonl (written as they finish), and summarize them into the run's metrics.
+
+A task module supplies only `RecordsFn`: what to do with the records (generate, chat, stream, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omnirun import distributed, rundir
+from omnirun.engine.base import Engine
+from omnirun.errors import ConfigError
+from omnirun.inputs import Record
+from omnirun.results import timing
+from omnirun.results.schema import MemoryMetrics, ResultRow, RunMetrics, Status, summarize
+from omnirun.results.writer import ResultWriter
+from omnirun.tasks.base import WINDOW_BATCHES, Job, Progress, TaskContext
+from omnirun.tasks.interactive import run_interactive_chat
+
+RecordsFn = Callable[[Engine, list[Record], TaskContext, Progress], None]
+
+
+@dataclass(frozen=True)
+class RecordsTask:
+    """A task that turns each record into one row."""
+
+    fn: RecordsFn
+    needs_chat_template: bool = False
+    windowed: bool = True
+    """Records are batched in windows (resume must restart at a window's start); false: one at a time."""
+
+    def __call__(self, job: Job) -> RunMetrics:
+        cfg, engine = job.cfg, job.engine
+        if self.needs_chat_template:
+            require_chat_template(engine, cfg.model.name)
+        writer = ResultWriter(job.run.shard(None if job.rank is None else job.rank.index))
+        status = Status.completed
+        with timing.PeakMemory() as peak:
+            with timing.timed() as load:
+                engine.load_model()
+            seed_everything(cfg.seed)  # after loading: torch is imported by then if the backend uses it
+            assert engine.plan is not None
+            batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
+            echo = job.data.source == "prompt"
+            window = (job.window or batch_size * WINDOW_BATCHES) if self.windowed else 1
+            ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=echo, window=window)
+            records = distributed.shard(job.data.records[job.skipped :], job.rank, unit=window)
+            if job.main:
+                job.write_manifest(window)
+            with timing.timed(engine.device) as gen, ProgressBar(len(records), cfg.task.progress and job.main) as bar:
+                try:
+                    if job.data.source == "interactive":
+                        job.run.write_json(rundir.CONVERSATION, run_interactive_chat(engine, ctx))
+                    else:
+                        self.fn(engine, records, ctx, bar)
+                except KeyboardInterrupt:
+                    status = Status.interrupted
+            writer.close()
+            footprint = engine.memory().model_footprint_mb
+        engine.unload_model()
+        rows, generation_s, rss = writer.rows, gen.seconds, peak.max_rss_mb
+        if job.rank is not None:
+            rows, generation_s, rss = merge_ranks(job.run, job.rank, rows, generation_s, rss)
+        if job.data.source == "interactive":
+            generation_s = sum((r.e2e_ms or 0.0) for r in rows) / 1000  # the model's time, not the person typing
+        memory = MemoryMetrics(rss, peak.max_cuda_allocated_mb, peak.max_cuda_reserved_mb, footprint)
+        return summarize(
+            rows,
+            status=status,
+            load_model_s=load.seconds,
+            total_s=time.perf_counter() - job.started,
+            generation_s=generation_s,
+            memory=memory,
+            resumed_records=job.skipped,
+        )
+
+
+def require_chat_template(engine: Engine, model: str) -> None:
+    """Load the tokenizer before the weights, so a model without a chat template fails fast."""
+    engine.load_tokenizer()
+    if not engine.has_chat_template():
+        raise ConfigError(f"task=chat needs a chat template, and model {model!r} has none; use task=generate")
+
+
+def merge_ranks(
+    run: rundir.RunDir, rank: distributed.Rank, rows: list[ResultRow], generation_s: float, rss_mb: float
+) -> tuple[list[ResultRow], float, float]:
+    """Every rank's rows (in input order), the slowest rank's generation time and the largest RSS; rank 0
+    also merges the per-rank output files into outputs.jsonl."""
+    shards = distributed.gather((rows, generation_s, rss_mb), rank)
+    distributed.barrier(rank)
+    if rank.is_main:
+        distributed.merge_shards(run.path, rank.world)
+    merged = [r for shard_rows, _, _ in shards for r in shard_rows]
+    return merged, max(s for _, s, _ in shards), max(m for _, _, m in shards)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and (when loaded: a llama.cpp run never imports it) torch."""
+    import random
+    import sys
+
+    random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+class ProgressBar:
+    """A tqdm bar over samples, with output tokens/s in its postfix (ETA comes from tqdm)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="sample", disable=not enabled or total <= 1, dynamic_ncols=True)
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def update(self, samples: int, tokens: int) -> None:
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.start
+        if samples:
+            self.bar.set_postfix(tok_s=f"{self.tokens / elapsed:.1f}" if elapsed > 0 else "-", refresh=False)
+            self.bar.update(samples)
