@@ -29,6 +29,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
+def config_schema() -> None:
+    """The typed schema in Hydra's ConfigStore, as the CLI registers it before composing."""
+    from omnirun.confstore import register_configs
+
+    register_configs()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point the omnirun cache (GGUF dense copies, hash memos) at a session temp dir, and stay offline."""
     cache = tmp_path_factory.mktemp("omnirun-cache")

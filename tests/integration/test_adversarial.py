@@ -17,13 +17,6 @@ import pytest
 from clirun import omnirun, only_run_dir
 from tiny_models import CHAT_TEMPLATE, build_tiny
 
-from omnirun.config import GenerationConfig, TaskConfig
-from omnirun.engine.base import Completion
-from omnirun.inputs import Record
-from omnirun.results.writer import ResultWriter
-from omnirun.tasks.base import TaskContext
-from omnirun.tasks.generate import run_generate
-
 STRICT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
@@ -65,7 +58,6 @@ def run_lines(tmp_path: Path, model: Path, lines: list[str], *args: str) -> tupl
     return code, rows_of(tmp_path / "out") if code == 0 else []
 
 
-# ------------------------------------------------------------------------------ severe: one record, one row
 def test_lone_surrogate_prompt_is_an_error_row(tmp_path: Path, tiny_llama: Path) -> None:
     code, rows = run_lines(tmp_path, tiny_llama, ['{"prompt": "ok"}', '{"prompt": "x\\ud800"}', '{"prompt": "ok"}'])
     assert code == 0
@@ -125,40 +117,6 @@ def test_invalid_bytes_on_the_chat_stdin_do_not_end_the_conversation(
     assert len(rows) == 2 and all(r["error"] is None for r in rows)
 
 
-# ------------------------------------------------------------------------------ interrupts and memory
-class Interrupting:
-    """A fake engine whose `interrupt_at`-th generate call is Ctrl-C."""
-
-    max_context = None
-
-    def __init__(self, interrupt_at: int) -> None:
-        self.calls = 0
-        self.interrupt_at = interrupt_at
-
-    def count_tokens(self, text: str, add_special_tokens: bool = True) -> int:
-        return len(text)
-
-    def has_chat_template(self) -> bool:
-        return False
-
-    def generate(self, texts: list[str], params: Any, **kwargs: Any) -> list[Completion]:
-        self.calls += 1
-        if self.calls == self.interrupt_at:
-            raise KeyboardInterrupt
-        return [Completion(t.upper(), 1, 1, "length", 0.01) for t in texts]
-
-
-def test_ctrl_c_writes_the_finished_records_of_the_current_window(tmp_path: Path) -> None:
-    records = [Record(i, str(i), prompt="p" * (i + 1)) for i in range(6)]
-    writer = ResultWriter(tmp_path / "outputs.jsonl")
-    ctx = TaskContext(TaskConfig(sort_by_length=False), GenerationConfig(), 0, 2, writer)  # one window of 16
-    with pytest.raises(KeyboardInterrupt):
-        run_generate(Interrupting(interrupt_at=2), records, ctx, NullProgress())  # type: ignore[arg-type]
-    writer.close()
-    rows = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["0", "1"]  # the first batch finished before Ctrl-C; it is kept
-
-
 def test_ctrl_c_in_a_real_run_keeps_finished_rows_and_resume_completes_them(
     tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,12 +146,6 @@ def test_ctrl_c_in_a_real_run_keeps_finished_rows_and_resume_completes_them(
     assert strip == [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in expected]
 
 
-class NullProgress:
-    def update(self, samples: int, tokens: int) -> None:
-        pass
-
-
-# ------------------------------------------------------------------------------ secrets
 SECRET = "hf_" + "Z" * 30
 
 
@@ -228,7 +180,6 @@ def test_oc_env_of_a_secret_is_refused(tmp_path: Path, tiny_llama: Path, monkeyp
     assert not list(tmp_path.rglob("config.yaml"))
 
 
-# ------------------------------------------------------------------------------ per-record parameters
 @pytest.mark.parametrize(
     "line",
     [
@@ -257,14 +208,6 @@ def test_a_byte_order_mark_is_skipped(tmp_path: Path, tiny_llama: Path) -> None:
 def test_a_deep_or_huge_line_is_one_error_row(tmp_path: Path, tiny_llama: Path, bad: str) -> None:
     code, rows = run_lines(tmp_path, tiny_llama, ['{"prompt": "a"}', bad, '{"prompt": "b"}'])
     assert code == 0 and [r["error"] is None for r in rows] == [True, False, True]
-
-
-# ------------------------------------------------------------------------------ configuration
-def test_max_memory_in_the_readme_spelling(tmp_path: Path) -> None:
-    from omnirun.cli.preflight import preflight, to_run_config
-
-    cfg = to_run_config(preflight(["hardware.max_memory={0: 20GiB, cpu: 60GiB}"]))
-    assert cfg.hardware.max_memory == {"0": "20GiB", "cpu": "60GiB"}
 
 
 @pytest.mark.parametrize(
@@ -296,7 +239,6 @@ def test_a_sweep_whose_jobs_all_failed_exits_1(tmp_path: Path, tiny_llama: Path)
     assert list(tmp_path.rglob("summary.csv"))
 
 
-# ------------------------------------------------------------------------------ resume
 def test_resume_refuses_a_folder_that_is_not_this_job(tmp_path: Path, tiny_llama: Path) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
@@ -365,7 +307,6 @@ def test_tilde_in_output_root_is_the_home_folder(tmp_path: Path, tiny_llama: Pat
     assert not Path("~").exists()
 
 
-# ------------------------------------------------------------------------------ inputs
 def test_template_and_field_apply_to_jsonl(tmp_path: Path, tiny_llama: Path) -> None:
     lines = ['{"question": "why", "text": "t1"}', '{"question": "how", "text": "t2"}']
     code, rows = run_lines(tmp_path, tiny_llama, lines, "input.template='Q: {question}'")

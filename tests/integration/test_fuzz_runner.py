@@ -15,7 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)  # surrogates, controls
+
+
 SAFE_TEXT = st.text(alphabet="abcdefghij klmnop?.,", min_size=1, max_size=30).filter(lambda s: s.strip() != "")
+
+
 JSON_SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -23,11 +27,17 @@ JSON_SCALARS = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     ANY_TEXT,
 )
+
+
 JSON_VALUES = st.recursive(
     JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=6
 )
+
+
 PARAMS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p", "top_k", "do_sample", "num_beams",
           "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping")  # fmt: skip
+
+
 GOOD_PARAMS = st.fixed_dictionaries(
     {},
     optional={
@@ -65,6 +75,8 @@ def any_record(draw: Any) -> Any:
 LINES = st.lists(
     st.one_of(good_record().map(lambda r: (True, r)), any_record().map(lambda r: (False, r))), min_size=1, max_size=6
 )
+
+
 """(known good, the line's JSON value) pairs."""
 
 

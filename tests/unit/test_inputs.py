@@ -156,6 +156,8 @@ GOOD = st.builds(
     st.text(min_size=1).filter(lambda s: s.strip()),
     st.integers(0, 10**6),
 )
+
+
 JUNK = st.one_of(
     st.binary(max_size=40).filter(lambda b: b"\n" not in b and b"\r" not in b),
     st.text(max_size=40).filter(lambda s: "\n" not in s and "\r" not in s).map(str.encode),

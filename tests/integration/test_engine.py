@@ -23,7 +23,11 @@ PROMPTS = [
     "What is the capital of france and the capital of germany? Once upon a time",
     "One two three",
 ]
+
+
 GREEDY = {"do_sample": False, "max_new_tokens": 12}
+
+
 MB = 1024**2
 
 
@@ -67,7 +71,6 @@ def force_eos_bias(engine: TransformersEngine, bias: float = 1e4) -> None:
     engine.model.lm_head = head
 
 
-# ------------------------------------------------------------------------------------------- tiny models
 class TestTinyModels:
     def test_infer_str_returns_str(self, llama: TransformersEngine) -> None:
         out = llama.infer("Hello world", **GREEDY)
@@ -396,7 +399,6 @@ def test_unload_frees_memory(tmp_path: Path) -> None:
     assert released >= 0.7 * added, f"before {before:.0f} MB, loaded {loaded:.0f} MB, after unload {after:.0f} MB"
 
 
-# ----------------------------------------------------------------------------------- manual configuration
 class TestManualConfig:
     def test_fp32_on_cpu(self, tiny_llama: Path) -> None:
         with TransformersEngine(str(tiny_llama), auto_config=False, device="cpu", dtype="float32") as engine:
@@ -441,7 +443,6 @@ class TestManualConfig:
         assert engine.hardware_config.backend == Backend.transformers
 
 
-# ------------------------------------------------------------------------------------------ quantization
 @needs_bnb
 class TestQuantization:
     @pytest.mark.parametrize("quantization", ["int8", "int4"])
@@ -470,8 +471,9 @@ class TestQuantization:
         assert not [n for n in notes if "MatMul8bitLt" in n], notes
 
 
-# ------------------------------------------------------------------------------------ the real SmolLM2
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+
 QUESTIONS = [
     "What is 2+2?",
     "Name the colour of the sky on a clear summer day.",
@@ -520,7 +522,6 @@ class TestSmolLM2:
         )
 
 
-# ------------------------------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 class TestGpu:

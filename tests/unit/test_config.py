@@ -7,13 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from omnirun.cli import preflight as cli
 from omnirun.config import GenerationConfig, RunConfig, TaskConfig
-from omnirun.confstore import register_configs
 from omnirun.errors import ConfigError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _schemas():
-    register_configs()
 
 
 def composed(*overrides: str) -> RunConfig:
@@ -156,3 +150,10 @@ def test_task_batch_size_accepts_auto_and_ints() -> None:
     TaskConfig(batch_size=8).validate()
     with pytest.raises(ConfigError):
         TaskConfig(batch_size=True).validate()
+
+
+def test_max_memory_in_the_readme_spelling() -> None:
+    from omnirun.cli.preflight import preflight, to_run_config
+
+    cfg = to_run_config(preflight(["hardware.max_memory={0: 20GiB, cpu: 60GiB}"]))
+    assert cfg.hardware.max_memory == {"0": "20GiB", "cpu": "60GiB"}

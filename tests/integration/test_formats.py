@@ -8,10 +8,6 @@ from pathlib import Path
 import pytest
 from clirun import omnirun, only_run_dir
 
-from omnirun import inputs
-from omnirun.config import InputConfig
-from omnirun.results import formats
-
 REQUESTS = [
     {
         "custom_id": "chat-1",
@@ -40,17 +36,6 @@ def batch_file(tmp_path: Path) -> Path:
     path = tmp_path / "batch_input.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in REQUESTS))
     return path
-
-
-def test_openai_requests_become_records(batch_file: Path) -> None:
-    data = inputs.read(InputConfig(path=str(batch_file)))
-    assert data.openai
-    chat, cmpl, emb, n2 = data.records
-    assert chat.id == "chat-1" and chat.messages == [{"role": "user", "content": "hello world"}]
-    assert chat.overrides == {"max_new_tokens": 3}
-    assert cmpl.prompt == "the quick brown fox" and cmpl.template is False
-    assert cmpl.overrides == {"max_new_tokens": 4, "do_sample": False}
-    assert "not supported" in emb.error and "n other than 1" in n2.error
 
 
 def test_openai_batch_round_trip(tmp_path: Path, tiny_llama: Path, batch_file: Path) -> None:
@@ -105,8 +90,3 @@ def test_results_as_a_dataset_and_parquet(tmp_path: Path, tiny_llama: Path) -> N
 def test_push_to_hub_needs_the_dataset(tmp_path: Path, capsys) -> None:
     assert omnirun(tmp_path, "output.push_to_hub=me/results") == 2
     assert "output.dataset=true" in capsys.readouterr().err
-
-
-def test_response_for_error_rows() -> None:
-    line = formats.to_openai_response({"id": "x", "error": "line 3: bad"}, "m", 0)
-    assert line["error"] == {"code": "invalid_request", "message": "line 3: bad"}

@@ -14,7 +14,11 @@ from clirun import omnirun
 from omnirun import compare, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 BENCH = ["task=benchmark", "benchmark.min_iterations=2", "benchmark.min_duration_s=0", "benchmark.warmup_runs=0"]
+
+
 METRIC_COLUMNS = {"output_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "max_rss_mb", "load_model_s"}
 
 
@@ -186,26 +190,6 @@ def test_comparison_matches_by_overrides_and_reports_unmatched_jobs(gen_sweep: P
     unmatched = table.loc[("task.batch_size=1 generation.temperature=0.2", "output_tokens_per_s")]
     assert unmatched["candidate_status"] == "absent" and pd.isna(unmatched["ratio"])
     assert "Present on one side only" in comparison.markdown
-
-
-def test_axes_numeric_on_x_categorical_as_series_and_grouped_bars(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {
-            "run": [str(i) for i in range(4)],
-            "status": ["completed"] * 4,
-            "hardware.dtype": ["float32", "float32", "bfloat16", "bfloat16"],
-            "model": ["gpt2", "qwen", "gpt2", "qwen"],
-            "output_tokens_per_s": [10.0, 20.0, 15.0, 25.0],
-        }
-    )
-    assert report.choose_axes(frame, ["hardware.dtype", "model"])[0] == "hardware.dtype"
-    frame["task.batch_size"] = [1, 2, 4, 8]
-    assert report.choose_axes(frame, ["model", "task.batch_size"]) == ("task.batch_size", ["model"])
-    png = report.plot_metrics(
-        frame, ["output_tokens_per_s"], tmp_path / "bars.png", x="hardware.dtype", series=["model"], title="t"
-    )
-    assert png is not None
-    assert_png(png, min_kb=10)
 
 
 def test_the_cli_writes_the_report_and_fails_with_one_line_on_no_runs(

@@ -10,20 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from clirun import omnirun, only_run_dir
 
 from omnirun import rundir, secrets
-from omnirun.config import GenerationConfig, TaskConfig
-from omnirun.engine.base import Completion
-from omnirun.inputs import Record
-from omnirun.results.writer import ResultWriter
-from omnirun.tasks import base as tasks
-from omnirun.tasks import batching
-from omnirun.tasks.generate import run_generate
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms", "token_times_ms")
 
@@ -199,67 +191,6 @@ def test_sweep_resume_skips_finished_jobs(tmp_path: Path, tiny_llama: Path, many
     assert (sweep / "0" / "outputs.jsonl").read_text() == first_outputs  # skipped, not redone
     with (sweep / "summary.csv").open() as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["completed", "completed"]
-
-
-@dataclass
-class FakeEngine:
-    """Runs out of memory above `max_batch` prompts per call, or for a prompt containing 'huge'."""
-
-    max_batch: int
-    calls: list[int]
-    max_context: int | None = None
-
-    def generate(self, texts, params, *, add_special_tokens=True, seed=None):
-        self.calls.append(len(texts))
-        if len(texts) > self.max_batch or any("huge" in t for t in texts):
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return [Completion(t.upper(), 1, 1, "stop", 0.01, 0.005) for t in texts]
-
-    def count_tokens(self, text, add_special_tokens=True):
-        return len(text)
-
-    def has_chat_template(self):
-        return False
-
-    def render_chat(self, messages):
-        return messages[-1]["content"]
-
-
-class NullProgress:
-    def update(self, samples: int, tokens: int) -> None:
-        pass
-
-
-def test_out_of_memory_splits_batches_and_remembers_the_size(tmp_path: Path) -> None:
-    records = [Record(i, str(i), prompt=f"p{i}" if i != 5 else "huge prompt") for i in range(20)]
-    writer = ResultWriter(tmp_path / "outputs.jsonl")
-    engine = FakeEngine(max_batch=2, calls=[])
-    ctx = tasks.TaskContext(TaskConfig(batch_size=8, sort_by_length=False), GenerationConfig(), 0, 8, writer)
-    run_generate(engine, records, ctx, NullProgress())
-    writer.close()
-    rows = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == [str(i) for i in range(20)]
-    assert [r["output"] for r in rows if r["error"] is None] == [f"P{i}" for i in range(20) if i != 5]
-    assert "out of memory even alone" in rows[5]["error"]
-    assert ctx.batch_size == 2
-    assert engine.calls[:3] == [8, 4, 2]  # 8 fails, 4 fails, 2 works
-    assert max(engine.calls[-4:]) <= 2  # later windows start at the size that worked
-
-
-def test_errors_other_than_oom_are_not_swallowed(tmp_path: Path) -> None:
-    class Broken(FakeEngine):
-        def generate(self, texts, params, **kw):
-            raise RuntimeError("shape mismatch")
-
-    ctx = tasks.TaskContext(TaskConfig(), GenerationConfig(), 0, 2, ResultWriter(tmp_path / "o.jsonl"))
-    with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_generate(Broken(2, []), [Record(0, "0", prompt="x")], ctx, NullProgress())
-
-
-def test_oom_detection() -> None:
-    assert batching.is_out_of_memory(MemoryError())
-    assert batching.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
-    assert not batching.is_out_of_memory(RuntimeError("index out of range"))
 
 
 def test_hub_tokens_never_reach_output_files(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:

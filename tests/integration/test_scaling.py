@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from clirun import omnirun
 
-from omnirun.cli import preflight as cli
-
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms")
 
 
@@ -41,22 +39,6 @@ def test_sweeps_through_hydra_launchers(tmp_path: Path, tiny_llama: Path, launch
     rows = summary(tmp_path)
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert "generation.temperature=0.7" in rows[1]["overrides"]
-
-
-def test_shipped_launcher_configs_compose() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from omnirun.confstore import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
-        for launcher, target in (
-            ("parallel", "JoblibLauncher"),
-            ("slurm", "SlurmLauncher"),
-            ("local", "LocalLauncher"),
-        ):
-            cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-            assert cfg.hydra.launcher._target_.endswith(target)
 
 
 def rows_without_timing(run_dir: Path) -> list[dict]:

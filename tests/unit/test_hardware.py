@@ -17,9 +17,13 @@ from omnirun.hardware import GpuInfo, HardwareInfo, HardwarePlan, ModelSize, Pla
 
 GB = 1024.0  # MB per GB: HardwareInfo counts in MB
 
-# A ~1B-parameter decoder (Llama-3.2-1B-like) and a 7B one; KV widths of grouped-query attention.
+
 SMALL = ModelSize(params=1_200_000_000, num_layers=16, kv_dim=512)
+
+
 BIG = ModelSize(params=7_000_000_000, num_layers=32, kv_dim=1024)
+
+
 TINY = ModelSize(params=1_000_000, num_layers=2, kv_dim=64)
 
 
@@ -44,6 +48,8 @@ def request(**kwargs: object) -> HardwareConfig:
 
 
 CPU_ONLY = machine()
+
+
 GPU_16GB = machine(gpu(15.5, 16))
 
 
