@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from clirun import omnirun, only_run_dir
 from tiny_models import CHAT_TEMPLATE, build_tiny
 

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from clirun import omnirun
 
 from omnirun import compare
 from omnirun.results.benchmark import PHASES
+
+from clirun import omnirun
 
 FAST = ["task=benchmark", "benchmark.min_iterations=3", "benchmark.min_duration_s=0", "benchmark.warmup_runs=1"]
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from clirun import omnirun as run_cli
 
 OUTPUT_FIELDS = {

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from clirun import omnirun, only_run_dir
 
 from omnirun import compare, report
 from omnirun.reporting.outputs import tokens
+
+from clirun import omnirun, only_run_dir
 
 GREEDY = ["generation=greedy", "generation.max_new_tokens=8"]
 

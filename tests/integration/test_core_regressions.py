@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from clirun import omnirun, only_run_dir
 
 

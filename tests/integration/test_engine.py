@@ -12,11 +12,12 @@ import psutil
 import pytest
 import torch
 import transformers
-from tiny_models import build_tiny
 
 from omnirun.config import Backend, Device, GenerationConfig, ModelType, Quantization
 from omnirun.engine import Completion, MemoryReport, TransformersEngine
 from omnirun.engine import source as models
+
+from tiny_models import build_tiny
 
 PROMPTS = [
     "Hello world",

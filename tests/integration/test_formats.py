@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from clirun import omnirun, only_run_dir
 
 REQUESTS = [

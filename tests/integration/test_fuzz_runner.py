@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clirun import omnirun, only_run_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from clirun import omnirun, only_run_dir
 
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)  # surrogates, controls
 

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from clirun import omnirun, only_run_dir
 
 from omnirun import rundir, secrets
+
+from clirun import omnirun, only_run_dir
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms", "token_times_ms")
 

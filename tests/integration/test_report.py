@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from clirun import omnirun
 
 from omnirun import compare, report
+
+from clirun import omnirun
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from clirun import omnirun
 
 TIMING = ("ttft_ms", "tpot_ms", "e2e_ms")

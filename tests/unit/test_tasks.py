@@ -17,7 +17,9 @@ from omnirun.results.writer import ResultWriter
 from omnirun.tasks import batching
 from omnirun.tasks.base import TaskContext
 from omnirun.tasks.generate import run_generate
+
 from unit.conftest import FakeEngine
+
 
 def oom() -> RuntimeError:
     return RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
