@@ -152,15 +152,21 @@ class RunDir:
         return str(json.loads(self.manifest.read_text()).get("config_sha256"))
 
     def record_failure(self, exc: BaseException, message: str) -> None:
-        """error.txt with the traceback (redacted); metrics.json says failed or interrupted if none exists."""
+        """error.txt with the traceback (redacted); metrics.json says failed or interrupted if none exists.
+        When the run directory itself cannot be written (deleted, disk full) this says so on stderr and
+        returns: the failure being recorded is what the user must see."""
+        import sys
         import traceback
 
-        self.error.write_text(redact("".join(traceback.format_exception(exc))))
-        if not self.metrics.exists():
-            from omnirun.results.schema import Status
+        from omnirun.results.schema import Status
 
-            status = Status.interrupted if isinstance(exc, KeyboardInterrupt) else Status.failed
-            self.write_metrics(RunMetrics(status=status, error=redact(message)))
+        status = Status.interrupted if isinstance(exc, KeyboardInterrupt) else Status.failed
+        try:
+            self.error.write_text(redact("".join(traceback.format_exception(exc))))
+            if not self.metrics.exists() or (self.read_metrics() or RunMetrics(Status.completed)).status != status:
+                self.write_metrics(RunMetrics(status=status, error=redact(message)))
+        except (OSError, ValueError) as write_error:
+            print(f"warning: could not record the failure in {self}: {write_error}", file=sys.stderr)
 
 
 def create(root: str | Path, task: str, model: str, now: datetime | None = None) -> RunDir:

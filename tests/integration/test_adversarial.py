@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ def test_a_deep_or_huge_line_is_one_error_row(tmp_path: Path, tiny_llama: Path, 
         ["+hydra.callbacks.x._target_=os.makedirs", "+hydra.callbacks.x.name=/tmp/pwned"],
         ["model.trust_remote_code=on"],
         ["model.trust_remote_code=yes"],
-        ["+model.num_labels=3"],
+        ["+model.num_lables=3"],
         ["+generation.temprature=0.1"],
         ["seed=-5"],
         ["output.root=/proc/omnirun"],
@@ -321,3 +322,62 @@ def test_a_template_cannot_reach_into_python_objects(tmp_path: Path, tiny_llama:
     template = "input.template='{question.__class__.__mro__}'"
     code, rows = run_lines(tmp_path, tiny_llama, ['{"question": "q"}'], template)
     assert code == 0 and rows[0]["error"] is not None and "mro" not in (rows[0]["prompt"] or "")
+
+
+# ------------------------------------------------------------------------------ the disk
+def test_a_full_disk_mid_run_is_one_line_and_keeps_what_was_written(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from omnirun.results import writer
+
+    original, flushes = writer.ResultWriter.flush, [0]
+
+    class FullDisk:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    def flush(self: Any) -> None:
+        flushes[0] += 1
+        if flushes[0] == 2:
+            self._file = FullDisk(self._file)
+        original(self)
+
+    monkeypatch.setattr(writer.ResultWriter, "flush", flush)
+    lines = [json.dumps({"prompt": f"p{i}"}) for i in range(20)]
+    code, _ = run_lines(tmp_path, tiny_llama, lines, "task.batch_size=1", "task.sort_by_length=false")
+    assert code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "No space left on device" in err[0]
+    run_dir = only_run_dir(tmp_path / "out")
+    assert len((run_dir / "outputs.jsonl").read_text().splitlines()) == 8  # the first window, fsynced
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+    assert (run_dir / "error.txt").read_text().strip()
+
+
+def test_a_run_directory_deleted_mid_run_is_one_line(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from omnirun.results import writer
+
+    original = writer.ResultWriter.flush
+
+    def flush(self: Any) -> None:
+        original(self)
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    monkeypatch.setattr(writer.ResultWriter, "flush", flush)
+    path = write_lines(tmp_path / "in.jsonl", ['{"prompt": "a"}'])
+    code = omnirun(tmp_path / "out", f"model.name={tiny_llama}", f"input.path={path}", "generation.max_new_tokens=1")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.startswith("error:")]) == 1
