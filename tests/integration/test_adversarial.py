@@ -164,15 +164,15 @@ def test_secrets_are_never_written(tmp_path: Path, tiny_llama: Path, monkeypatch
         assert SECRET not in text and "sk-verysecretvalue123" not in text, file.name
 
 
-def test_secrets_are_redacted_from_sweep_files(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:
+def test_secrets_are_redacted_from_sweep_files(tmp_path: Path, tiny_llama: Path, monkeypatch, capfd) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    code = omnirun(
-        tmp_path, "-m", f"model.name={tiny_llama}", f"input.prompt=a,{SECRET}", "generation.max_new_tokens=2"
-    )
+    code = omnirun(tmp_path, "-m", f"model.name={tiny_llama}", f"input.prompt=a,{SECRET}", "generation.max_new_tokens=2")
     assert code == 0
     for file in (tmp_path / "sweeps").rglob("*"):
         if file.is_file():
             assert SECRET not in file.read_text(errors="replace"), file
+    out, err = capfd.readouterr()
+    assert SECRET not in out and SECRET not in err  # Hydra's "Launching jobs" lines list the overrides
 
 
 def test_oc_env_of_a_secret_is_refused(tmp_path: Path, tiny_llama: Path, monkeypatch, capsys) -> None:
