@@ -1,4 +1,5 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed schemas for every config group, registered in Hydra's ConfigStore (the values of closed sets are in
+`omnirun.choices`).
 
 The raw Hydra/OmegaConf tree stops at the CLI: it is turned into a `RunConfig` once, validated once, and
 only these dataclasses (or narrower pieces of them) travel further down.
@@ -7,71 +8,30 @@ only these dataclasses (or narrower pieces of them) travel further down.
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from omnirun.checks import GENERATION_TYPES, MAX_THREADS, check_max_memory, check_type, parse_choice
+from omnirun.choices import (
+    Backend,
+    Device,
+    DType,
+    ExportFormat,
+    ModelInit,
+    ModelType,
+    OnError,
+    Overflow,
+    Quantization,
+    TaskName,
+    TemplateMode,
+)
 from omnirun.errors import ConfigError
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class DType(StrEnum):
-    auto = "auto"
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class Backend(StrEnum):
-    auto = "auto"
-    transformers = "transformers"
-    llama_cpp = "llama.cpp"
-
-
-class ModelType(StrEnum):
-    causal_lm = "causal-lm"
-    seq2seq = "seq2seq"
-
-
-class Quantization(StrEnum):
-    auto = "auto"
-    int8 = "int8"
-    int4 = "int4"
-
-
-class TaskName(StrEnum):
-    generate = "generate"
-    chat = "chat"
-    batch = "batch"
-    stream = "stream"
-    benchmark = "benchmark"
-
-
-class TemplateMode(StrEnum):
-    auto = "auto"
-    always = "always"
-    never = "never"
-
-
-class Overflow(StrEnum):
-    clip = "clip"
-    error = "error"
-
-
-class OnError(StrEnum):
-    skip = "skip"
-    fail = "fail"
-
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_NAME = re.compile(r"^(cpu|mps|cuda(:\d+)?|\d+)$")
 
 
 @dataclass
@@ -94,8 +54,19 @@ class ModelConfig:
     """Load weights without a second full copy in memory."""
     cache_dir: str | None = None
     """Where hub downloads go; null uses the Hugging Face default."""
+    config_overrides: dict[str, Any] | None = None
+    """Values set on the model's config (`AutoConfig`) before loading, e.g. {hidden_dropout_prob: 0.2,
+    max_position_embeddings: 4096, rope_scaling: {rope_type: linear, factor: 2.0}}; each key must exist on
+    that config."""
+    num_labels: int | None = None
+    """Output labels of a classification head (the document's `num_labels`); null keeps the checkpoint's."""
+    init: ModelInit = ModelInit.pretrained
+    """`pretrained` loads the weights; `random` builds the architecture from its config with random weights
+    (no weights needed: a config.json file or a folder holding one is enough), to benchmark an architecture."""
 
     def validate(self) -> None:
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ConfigError(f"model.num_labels must be >= 1 or null, got {self.num_labels}")
         if self.model_type is not None:
             self.model_type = parse_choice("model.model_type", ModelType, self.model_type)
         if not self.name:
@@ -117,9 +88,15 @@ class HardwareConfig:
     device: Device = Device.auto
     """Where to run; `auto` takes CUDA, then MPS, then the CPU."""
     dtype: DType = DType.auto
-    """Weight/compute dtype; `auto` takes bf16 on GPUs that support it, else fp16, and fp32 on CPU."""
+    """Weight/compute dtype; `auto` is the planner's choice (bf16 on GPUs that support it, else fp16; fp32 on
+    the CPU, measured fastest there); `checkpoint` keeps the dtype the weights were saved in (Transformers'
+    `torch_dtype="auto"`)."""
     quantization: Quantization | None = None
-    """`int8` or `int4` (bitsandbytes); `auto` picks the lightest that fits free memory; null for none."""
+    """`int8` or `int4` (bitsandbytes); `auto` picks the lightest that fits free memory; null for none. When
+    bitsandbytes is missing or the quantized load fails, the model loads unquantized with a warning and the
+    reason in the manifest, unless `quantization_strict`."""
+    quantization_strict: bool = False
+    """Make a quantization that cannot be honoured an error instead of a fallback to no quantization."""
     device_map: Any = None
     """Weight placement across devices: `auto`, `sequential`, `balanced`, or a dict of module -> device."""
     max_memory: Any = None
@@ -130,9 +107,12 @@ class HardwareConfig:
     def validate(self) -> None:
         self.backend = parse_choice("hardware.backend", Backend, self.backend)
         dm = self.device_map
-        if dm is not None and not isinstance(dm, dict) and dm not in DEVICE_MAP_STRATEGIES:
+        if isinstance(dm, str) and DEVICE_NAME.match(dm):
+            self.device_map = {"": dm}  # the whole model on one device, as `device_map="cpu"` means in Transformers
+        elif dm is not None and not isinstance(dm, Mapping) and dm not in DEVICE_MAP_STRATEGIES:
             raise ConfigError(
-                f"hardware.device_map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, a dict or null, got {dm!r}"
+                f"hardware.device_map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, a device (cpu, cuda:0, "
+                f"mps), a dict or null, got {dm!r}"
             )
         if self.num_threads is not None and not 1 <= self.num_threads <= MAX_THREADS:
             raise ConfigError(
@@ -177,7 +157,7 @@ class GenerationConfig:
                 "must be between 0 and max_new_tokens",
                 self.min_new_tokens,
             ),
-            (self.temperature >= 0.0, "temperature", "must be >= 0", self.temperature),
+            (0.0 <= self.temperature <= 2.0, "temperature", "must be between 0.0 and 2.0", self.temperature),
             (0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p),
             (self.top_k >= 0, "top_k", "must be >= 0", self.top_k),
             (self.repetition_penalty > 0.0, "repetition_penalty", "must be > 0", self.repetition_penalty),
@@ -311,6 +291,16 @@ class OutputConfig:
 
 
 @dataclass
+class ExportConfig:
+    format: ExportFormat = ExportFormat.safetensors
+    """`safetensors` (model and tokenizer, as `save_pretrained` writes them) or `onnx` (optimum's exporter)."""
+    path: str | None = None
+    """The folder to write; null: `export/` inside the run directory."""
+    push_to_hub: str | None = None
+    """A hub repo id to push the export to (needs network and a token)."""
+
+
+@dataclass
 class TrackingConfig:
     backend: str | None = None
     """`mlflow` to log params and metrics of every run; null for none."""
@@ -339,6 +329,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     seed: int = 0
     """Seed for every random generator (sampling is reproducible with a fixed seed)."""
     resume: str | None = None

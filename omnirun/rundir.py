@@ -36,6 +36,7 @@ ERROR = "error.txt"
 BENCHMARK_JSON = "benchmark.json"
 BENCHMARK_MD = "benchmark.md"
 CONVERSATION = "conversation.json"
+EXPORT_JSON = "export.json"
 BATCH_OUTPUT = "batch_output.jsonl"
 DATASET = "dataset"
 PARQUET = "outputs.parquet"
@@ -98,6 +99,10 @@ class RunDir:
 
     def is_run(self) -> bool:
         return self.config.is_file()
+
+    def started_by_omnirun(self) -> bool:
+        """The files every run writes before anything else (`write_start`): config, overrides, command."""
+        return all((self.path / name).is_file() for name in (CONFIG, OVERRIDES, COMMAND))
 
     # ----------------------------------------------------------------------------------------- writing
     def write_json(self, name: str, obj: Any) -> Path:

@@ -95,9 +95,10 @@ def run(
 
 
 def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine:
-    """The engine for this job; a batched run (`task.batch_size` not 1) tells the backend choice so."""
+    """The engine for this job, checked against its task (a model without a head for the task is refused here,
+    before anything loads); a batched run (`task.batch_size` not 1) tells the backend choice so."""
     batched = str(cfg.task.batch_size) != "1"
-    return build(cfg.model, cfg.hardware, generation=cfg.generation, info=info, batched=batched)
+    return build(cfg.model, cfg.hardware, generation=cfg.generation, info=info, batched=batched, task=cfg.task.name)
 
 
 def prepare_resume(cfg: RunConfig, run: RunDir, data: inputs.Inputs, config_sha: str) -> tuple[int, int]:
@@ -116,6 +117,11 @@ def prepare_resume(cfg: RunConfig, run: RunDir, data: inputs.Inputs, config_sha:
 def check_resumable(cfg: RunConfig, run: RunDir, data: inputs.Inputs, config_sha: str) -> None:
     """`run` is an omnirun run of this job (same config, same input), unless `resume_force`; ConfigError if not."""
     if not run.manifest.exists() and not cfg.resume_force:
+        if not run.started_by_omnirun():
+            raise ConfigError(
+                f"cannot resume {run}: it is not an omnirun run directory (no {rundir.MANIFEST}, "
+                f"{rundir.OVERRIDES} or {rundir.COMMAND}); start a new run, or set resume_force=true"
+            )
         saved = rundir.config_hash(load_saved(run.config))
         if saved != config_sha:
             raise ConfigError(

@@ -16,6 +16,7 @@ from omnirun.config import (
     GenerationConfig,
     HardwareConfig,
     ModelConfig,
+    ModelInit,
     Quantization,
 )
 from omnirun.engine import source
@@ -34,6 +35,13 @@ class TransformersEngine(HfEngine):
     Linear layers whose weights are exactly 4-bit (a GGUF's), used for single streams (`plan.cpu_int4_decode`);
     `optimize=False` keeps plain fp32. `generation` replaces the generation defaults (the seed table:
     max_new_tokens=100, temperature=0.7, top_p=0.9, top_k=50, repetition_penalty=1.0, do_sample=True).
+
+    Loading options of Transformers' `from_pretrained` / `AutoConfig`: `config_overrides` (values set on the
+    model's config before loading, each key must exist there), `num_labels` (a classification head's outputs),
+    `init="random"` (build the architecture from its config with random weights; `model_id` may then be a
+    config.json file or a folder holding one, plus a tokenizer), `dtype="checkpoint"` (the weights' stored
+    dtype), `device_map="cpu"` (everything on one device). `quantization_strict=True` makes an int8/int4 that
+    cannot be honoured an error instead of an unquantized load with a warning.
     """
 
     def __init__(
@@ -58,6 +66,10 @@ class TransformersEngine(HfEngine):
         *,
         generation: GenerationConfig | None = None,
         optimize: bool = True,
+        config_overrides: dict[str, Any] | None = None,
+        num_labels: int | None = None,
+        init: str = ModelInit.pretrained,
+        quantization_strict: bool = False,
     ) -> None:
         model = ModelConfig(
             name=model_id,
@@ -69,6 +81,9 @@ class TransformersEngine(HfEngine):
             attn_implementation=attn_implementation,
             low_cpu_mem_usage=low_cpu_mem_usage,
             cache_dir=cache_dir,
+            config_overrides=config_overrides,
+            num_labels=num_labels,
+            init=parse_choice("init", ModelInit, init),
         )
         hardware = HardwareConfig(
             backend=Backend.transformers,
@@ -76,6 +91,7 @@ class TransformersEngine(HfEngine):
             device=parse_choice("device", Device, device),
             dtype=parse_choice("dtype", DType, dtype),
             quantization=None if quantization is None else parse_choice("quantization", Quantization, quantization),
+            quantization_strict=quantization_strict,
             device_map=device_map,
             max_memory=max_memory,
             num_threads=num_threads,

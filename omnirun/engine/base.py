@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from omnirun.config import Device, GenerationConfig, ModelType
+from omnirun.config import Device, ExportFormat, GenerationConfig, ModelType, TaskName
 
 if TYPE_CHECKING:
     from omnirun.engine.source import ModelSource
@@ -49,6 +50,30 @@ class MemoryReport:
     """Resident memory of this process now."""
     cuda_allocated_mb: float | None
     cuda_reserved_mb: float | None
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """How many parameters the loaded model has."""
+
+    total: int
+    """Every parameter (a 4-bit weight counts as the weights it packs, as Transformers' `num_parameters` does)."""
+    trainable: int | None
+    """Those with `requires_grad` (quantized weights are not); None where the backend has no such notion
+    (llama.cpp)."""
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What `save` / `export_onnx` wrote."""
+
+    path: Path
+    format: ExportFormat
+    files: tuple[str, ...]
+    """The files written, relative to `path`, sorted."""
+    max_abs_diff: float | None = None
+    """ONNX only: the largest absolute difference between onnxruntime's and torch's outputs on a sample input
+    (None when onnxruntime is not installed)."""
 
 
 class StreamHandle(Protocol):
@@ -119,6 +144,28 @@ class EngineCore(Protocol):
     def memory(self) -> MemoryReport: ...
     def argmax_next(self, ids: list[int]) -> list[int]:
         """The greedy next token after every prefix of `ids` (one pass; for agreement checks)."""
+        ...
+
+    def check_task(self, task: TaskName) -> None:
+        """Refuse (ConfigError, one line) a task this model cannot serve, reading its config only (no weights, no
+        tokenizer); the engine then loads the head that serves it. `engine.build(..., task=...)` calls it."""
+        ...
+
+    def parameters(self) -> ParameterCount | None:
+        """The loaded model's parameter count; None before `load_model()`."""
+        ...
+
+    def save(self, path: str | Path) -> SavedModel:
+        """Write the loaded model (safetensors) and its tokenizer / processor into the folder `path`."""
+        ...
+
+    def export_onnx(self, path: str | Path) -> SavedModel:
+        """Write the loaded model as ONNX (`model.onnx`) with its config and tokenizer into the folder `path`."""
+        ...
+
+    def push_to_hub(self, repo: str, folder: str | Path | None = None, *, private: bool = False) -> str:
+        """Upload `folder` (written by `save` / `export_onnx`; None: the model as `save` writes it) to the hub
+        repo `repo`, creating it; returns the commit URL. OmnirunError (one line) when it fails (offline)."""
         ...
 
 

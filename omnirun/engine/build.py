@@ -6,13 +6,15 @@ Adding a backend is a folder implementing `engine.base.Engine` plus one line in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
-from omnirun.config import Backend, GenerationConfig, HardwareConfig, ModelConfig
-from omnirun.engine import source
+from omnirun.config import Backend, GenerationConfig, HardwareConfig, ModelConfig, TaskName
+from omnirun.engine import capabilities, source
 from omnirun.engine.base import Engine
 from omnirun.engine.hf import HfEngine
 from omnirun.engine.llamacpp import LlamaCppEngine
+from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo, Placement, detect, place
 
 
@@ -46,6 +48,7 @@ def build(
     info: HardwareInfo | None = None,
     batched: bool = False,
     batch_size: int | None = None,
+    task: TaskName | None = None,
 ) -> Engine:
     """The engine for these configs, not loaded yet (`load_tokenizer()` / `load_model()` load it).
 
@@ -55,9 +58,23 @@ def build(
     faster there on the CPUs measured. The choice and its reason land in the engine's
     `plan.reasons["backend"]`. Raises ConfigError when an explicit backend cannot run the request.
     `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
+
+    `task` (the run's task) is checked against the model before anything loads (`engine.check_task`, which
+    reads the model's config only): a model without a head for it is a ConfigError naming the task, the
+    model's architectures and what it can serve. llama.cpp serves only the generation tasks, so `auto` takes
+    Transformers for the others (e.g. `export`).
     """
     info = info or detect()
     gguf = source.resolve(model.name, model.gguf_file).is_gguf
     placement = place(hardware, info, gguf=gguf, batched=batched)
+    family = capabilities.task_family(task) if task is not None else capabilities.GENERATE
+    if placement.backend == Backend.llama_cpp and family != capabilities.GENERATE:
+        if hardware.backend == Backend.llama_cpp:
+            raise ConfigError(f"backend=llama.cpp runs text generation only, not task={task}; use backend=auto")
+        why = f"transformers: llama.cpp not used (task={task} needs a Transformers model; llama.cpp only generates)"
+        placement = replace(placement, backend=Backend.transformers, backend_reason=why)
     factory = BACKENDS[placement.backend]
-    return factory(model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size)
+    engine = factory(model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size)
+    if task is not None:
+        engine.check_task(task)
+    return engine

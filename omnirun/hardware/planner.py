@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from omnirun.checks import parse_choice
 from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
+from omnirun.hardware.backends import choose_backend, choose_cpu_int4_decode
 from omnirun.hardware.detect import MB, HardwareInfo
 
 log = logging.getLogger("omnirun.hardware")  # the package's logger, the name users filter on
@@ -36,6 +36,8 @@ class ModelSize:
     num_layers: int = 0
     kv_dim: int = 0
     """key/value width per layer (num_key_value_heads * head_dim)."""
+    dtype: DType | None = None
+    """The dtype the checkpoint's weights are stored in, when known (what `hardware.dtype=checkpoint` loads)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,10 @@ def plan(
     where = placement or place(replace(request, backend=Backend.transformers), hw, gguf=False)
     device, backend = where.device, where.backend
     reasons = {"backend": where.backend_reason, "device": where.device_reason}
-    dtype = choose_dtype(request.dtype, device, hw, reasons, auto)
-    quantization = choose_quantization(request.quantization, device, dtype, size, hw, reasons, auto)
+    dtype = choose_dtype(request.dtype, device, hw, reasons, auto, checkpoint=size.dtype)
+    quantization = choose_quantization(
+        request.quantization, device, dtype, size, hw, reasons, auto, strict=request.quantization_strict
+    )
     int4_decode = backend == Backend.transformers and choose_cpu_int4_decode(
         request, device, quantization, hw, reasons, request.optimize and auto
     )
@@ -132,90 +136,6 @@ def plan(
     )
 
 
-def choose_backend(
-    request: HardwareConfig, hw: HardwareInfo, *, device: Device, gguf: bool, batched: bool = False
-) -> tuple[Backend, str]:
-    """The backend for `request.backend` on the resolved `device`, and why: `llama.cpp` for a GGUF model on
-    the CPU when llama-cpp-python is installed, `request.optimize` is on, nothing asks for Transformers' own
-    options (dtype, quantization, device_map) and prompts go one at a time (`batched` false); else
-    `transformers`. Raises ConfigError when an explicit `llama.cpp` cannot be honoured."""
-    requested = parse_choice("hardware.backend", Backend, request.backend)
-    if requested == Backend.llama_cpp:
-        problem = llama_cpp_problem(request, device, hw, gguf)
-        if problem:
-            raise ConfigError(f"backend=llama.cpp: {problem}; use backend=auto or transformers")
-        return Backend.llama_cpp, "llama.cpp as requested"
-    if requested == Backend.transformers:
-        return Backend.transformers, "transformers as requested"
-    problem = llama_cpp_problem(request, device, hw, gguf) if request.optimize else "automatic optimizations are off"
-    if not problem and batched:
-        problem = (
-            "a batched run: Transformers' fp32 prefill and batched decoding beat llama.cpp's Q4_1 kernels on this "
-            "project's CPU, 60-67 against 46 output tok/s over 64 prompts (benchmarks/results)"
-        )
-    if problem:
-        return Backend.transformers, f"transformers: llama.cpp not used ({problem})"
-    return Backend.llama_cpp, (
-        "llama.cpp: a GGUF model on the CPU and llama-cpp-python is installed; its kernels run the GGUF weights "
-        "as they are and decoded 6-8x faster than plain Transformers fp32 on this project's CPU, agreeing with fp32 "
-        "on 98% of greedy tokens under teacher forcing (bf16: 97%; benchmarks/results)"
-    )
-
-
-def llama_cpp_problem(request: HardwareConfig, device: Device, hw: HardwareInfo, gguf: bool) -> str | None:
-    """Why the llama.cpp backend cannot serve this request, or None when it can."""
-    if not gguf:
-        return "the model is not a GGUF file"
-    if device != Device.cpu:
-        return f"it runs on the CPU here, and the device is {device}"
-    if not hw.llama_cpp:
-        return "llama-cpp-python is not installed: `pip install 'omnirun[llama-cpp]'`"
-    explicit = [
-        name
-        for name, value in (("dtype", request.dtype != DType.auto), ("quantization", request.quantization))
-        if value
-    ]
-    if request.device_map is not None:
-        explicit.append("device_map")
-    if explicit:
-        return f"hardware.{'/'.join(explicit)} set explicitly, which only Transformers honours"
-    return None
-
-
-def choose_cpu_int4_decode(
-    request: HardwareConfig,
-    device: Device,
-    quantization: Quantization | None,
-    hw: HardwareInfo,
-    reasons: dict[str, str],
-    optimize: bool,
-) -> bool:
-    """int4 decoding copies for fp32 Transformers models on the CPU, unless anything asks otherwise."""
-    if device != Device.cpu:
-        return False
-    problem = None
-    if not optimize:
-        problem = "automatic optimizations are off"
-    elif request.dtype != DType.auto:
-        problem = "hardware.dtype set explicitly"
-    elif quantization:
-        problem = "bitsandbytes quantization requested"
-    elif request.device_map is not None:
-        problem = "a device_map was requested"
-    elif not hw.int4_kernels:
-        problem = "this torch has no CPU int4 matmul"
-    if problem:
-        reasons["cpu_int4_decode"] = f"off: {problem}"
-        return False
-    reasons["cpu_int4_decode"] = (
-        "on: Linear layers whose weights lie exactly on a 4-bit grid (dequantized Q4_1 GGUF) decode single "
-        "streams from an int4 copy (lossless in the weights) and the output head from a bf16 copy, ~1.6x fp32 "
-        "here, parting from fp32 greedy only at near-ties; prefill and batches stay fp32 (dynamic int8 was "
-        "faster but agreed with fp32 on only ~35% of greedy tokens)"
-    )
-    return True
-
-
 def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) -> Device:
     if requested == Device.cuda and not hw.cuda:
         raise ConfigError(
@@ -237,7 +157,40 @@ def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) 
     return Device.cpu
 
 
-def choose_dtype(requested: DType, device: Device, hw: HardwareInfo, reasons: dict[str, str], auto: bool) -> DType:
+def choose_dtype(
+    requested: DType,
+    device: Device,
+    hw: HardwareInfo,
+    reasons: dict[str, str],
+    auto: bool,
+    checkpoint: DType | None = None,
+) -> DType:
+    """The weights' dtype: as requested; the checkpoint's own (`checkpoint`); or the planner's choice (`auto`)."""
+    if requested == DType.checkpoint:
+        return checkpoint_dtype(checkpoint, device, hw, reasons)
+    dtype = planned_dtype(requested, device, hw, reasons, auto)
+    if requested == DType.auto:
+        reasons["dtype"] += (
+            f" (the planner's choice for hardware.dtype=auto; the checkpoint is stored in {checkpoint})"
+            if checkpoint
+            else " (the planner's choice for hardware.dtype=auto)"
+        )
+    return dtype
+
+
+def checkpoint_dtype(checkpoint: DType | None, device: Device, hw: HardwareInfo, reasons: dict[str, str]) -> DType:
+    """hardware.dtype=checkpoint: the dtype the weights are stored in (Transformers' `dtype="auto"`)."""
+    if checkpoint is None:
+        reasons["dtype"] = "float32: hardware.dtype=checkpoint, and the checkpoint does not say its dtype"
+        return DType.float32
+    if device == Device.cuda and checkpoint == DType.bfloat16 and not all(g.bf16 for g in hw.gpus):
+        reasons["dtype"] = "float16: the checkpoint is stored in bfloat16, which this GPU lacks (dtype=checkpoint)"
+        return DType.float16
+    reasons["dtype"] = f"{checkpoint}: the checkpoint's own dtype (hardware.dtype=checkpoint)"
+    return checkpoint
+
+
+def planned_dtype(requested: DType, device: Device, hw: HardwareInfo, reasons: dict[str, str], auto: bool) -> DType:
     if requested != DType.auto:
         if device == Device.cuda and requested == DType.bfloat16 and not all(g.bf16 for g in hw.gpus):
             raise ConfigError("hardware.dtype=bfloat16 needs a GPU of compute capability 8.0+; use float16")
@@ -268,7 +221,10 @@ def choose_quantization(
     hw: HardwareInfo,
     reasons: dict[str, str],
     auto: bool,
+    strict: bool = False,
 ) -> Quantization | None:
+    """`auto` picks what fits; int8/int4 are kept, or without bitsandbytes fall back to none with a warning
+    (an error when `strict`)."""
     if requested is None:
         reasons["quantization"] = "none requested"
         return None
@@ -277,14 +233,28 @@ def choose_quantization(
             raise ConfigError("quantization='auto' needs auto_config=True; pass int8, int4 or None instead")
         return auto_quantization(device, dtype, size, hw, reasons)
     if not hw.bitsandbytes:
-        raise ConfigError(
-            f"hardware.quantization={requested} needs bitsandbytes, which is not installed; "
-            "`pip install bitsandbytes` or set hardware.quantization=null"
-        )
+        if strict:
+            raise ConfigError(
+                f"hardware.quantization={requested} needs bitsandbytes, which is not installed; "
+                "`pip install bitsandbytes` or set hardware.quantization=null"
+            )
+        why = "bitsandbytes is not installed (`pip install bitsandbytes`)"
+        reasons["quantization"] = quantization_fallback(requested, why)
+        return None
     if device == Device.mps:
         raise ConfigError(f"hardware.quantization={requested}: bitsandbytes does not run on MPS; use cpu or cuda")
     reasons["quantization"] = f"{requested} (bitsandbytes) as requested"
     return Quantization(requested)
+
+
+def quantization_fallback(requested: Quantization | str | None, why: str) -> str:
+    """The reason for loading unquantized instead of `requested` (logged as a warning, too)."""
+    reason = (
+        f"none: {requested} was requested, but {why}; loaded unquantized "
+        "(hardware.quantization_strict=true makes this an error)"
+    )
+    log.warning("hardware.quantization=%s falls back to no quantization: %s", requested, why)
+    return reason
 
 
 def auto_quantization(

@@ -148,6 +148,10 @@ class RunMetrics:
     memory: MemoryMetrics = field(default_factory=MemoryMetrics)
     resumed_records: int = 0
     """Records finished by earlier attempts of a resumed run; not counted in this run's figures."""
+    num_parameters: int | None = None
+    """The model's parameters (Transformers' `num_parameters()`; llama.cpp's `n_params`)."""
+    trainable_parameters: int | None = None
+    """Those with `requires_grad` (quantized weights are not); null where the backend has no such notion."""
     benchmark: BenchmarkHeadline | None = None
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
@@ -174,6 +178,8 @@ class RunMetrics:
             e2e_ms=Stats.from_json(obj.get("e2e_ms")),
             memory=MemoryMetrics(**(obj.get("memory") or {})),
             resumed_records=obj.get("resumed_records", 0),
+            num_parameters=obj.get("num_parameters"),
+            trainable_parameters=obj.get("trainable_parameters"),
             benchmark=BenchmarkHeadline(**bench) if bench else None,
             schema_version=obj.get("schema_version", SCHEMA_VERSION),
             error=obj.get("error"),

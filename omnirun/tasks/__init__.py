@@ -9,6 +9,7 @@ from __future__ import annotations
 from omnirun.config import TaskName
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Task, TaskContext
 from omnirun.tasks.benchmark import run_benchmark
+from omnirun.tasks.export import run_export
 from omnirun.tasks.generate import run_chat, run_generate
 from omnirun.tasks.records import RecordsTask
 from omnirun.tasks.stream import run_stream
@@ -19,6 +20,7 @@ TASKS: dict[TaskName, Task] = {
     TaskName.chat: RecordsTask(run_chat, needs_chat_template=True),
     TaskName.stream: RecordsTask(run_stream, windowed=False),
     TaskName.benchmark: run_benchmark,
+    TaskName.export: run_export,
 }
 
 __all__ = ["TASKS", "WINDOW_BATCHES", "Job", "Task", "TaskContext"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO
 
 from omnirun.config import GenerationConfig, Overflow, RunConfig, TaskConfig, TemplateMode
@@ -53,6 +53,7 @@ class Job:
     def write_manifest(self, window: int = 1) -> None:
         """manifest.json: versions, hardware, the plan with its reasons, the resolved model, the input."""
         engine = self.engine
+        params = engine.parameters()
         self.run.write_manifest(
             {
                 "hardware": self.info,
@@ -61,6 +62,8 @@ class Job:
                     "name": self.cfg.model.name,
                     "resolved": engine.source,
                     "model_type": engine.model_type,
+                    "num_parameters": params.total if params else None,
+                    "trainable_parameters": params.trainable if params else None,
                 },
                 "seed": self.cfg.seed,
                 "input": {
@@ -89,7 +92,8 @@ class TaskContext:
     writer: ResultWriter
     echo: bool = False
     """Print each answer to stdout (single-prompt runs)."""
-    out: TextIO = sys.stdout
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    """Where answers are printed; sys.stdout as it is when the context is made (not when omnirun is imported)."""
     window: int = 0
     """Records prepared, generated and written together; 0: WINDOW_BATCHES batches of `batch_size`."""
     succeeded: int = 0

@@ -191,6 +191,7 @@ def run_benchmark(job: Job) -> RunMetrics:
     summary = summarize(measure(engine, batches, params, bench, seed=cfg.seed), load.seconds, load_mem)
     gen = summary.phases[Phase.generate]
     footprint = engine.memory().model_footprint_mb
+    counted = engine.parameters()
     report = BenchmarkReport(
         model=cfg.model.name,
         workload=Workload(
@@ -218,7 +219,10 @@ def run_benchmark(job: Job) -> RunMetrics:
     job.run.write_json(rundir.BENCHMARK_JSON, report.to_json())
     (job.run / rundir.BENCHMARK_MD).write_text(markdown(report))
     print(f"benchmark: {job.run / rundir.BENCHMARK_MD}")
-    return metrics_of(report, summary, load.seconds, time.perf_counter() - job.started)
+    result = metrics_of(report, summary, load.seconds, time.perf_counter() - job.started)
+    if counted is not None:
+        result.num_parameters, result.trainable_parameters = counted.total, counted.trainable
+    return result
 
 
 def metrics_of(report: BenchmarkReport, summary: Summary, load_s: float, total_s: float) -> RunMetrics:

@@ -60,6 +60,7 @@ class RecordsTask:
                     status = Status.interrupted
             writer.close()
             footprint = engine.memory().model_footprint_mb
+        params = engine.parameters()
         engine.unload_model()
         rows, generation_s, rss = writer.rows, gen.seconds, peak.max_rss_mb
         if job.rank is not None:
@@ -67,7 +68,7 @@ class RecordsTask:
         if job.data.source == "interactive":
             generation_s = sum((r.e2e_ms or 0.0) for r in rows) / 1000  # the model's time, not the person typing
         memory = MemoryMetrics(rss, peak.max_cuda_allocated_mb, peak.max_cuda_reserved_mb, footprint)
-        return summarize(
+        result = summarize(
             rows,
             status=status,
             load_model_s=load.seconds,
@@ -76,6 +77,9 @@ class RecordsTask:
             memory=memory,
             resumed_records=job.skipped,
         )
+        if params is not None:
+            result.num_parameters, result.trainable_parameters = params.total, params.trainable
+        return result
 
 
 def require_chat_template(engine: Engine, model: str) -> None:

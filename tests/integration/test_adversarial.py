@@ -166,7 +166,9 @@ def test_secrets_are_never_written(tmp_path: Path, tiny_llama: Path, monkeypatch
 
 def test_secrets_are_redacted_from_sweep_files(tmp_path: Path, tiny_llama: Path, monkeypatch, capfd) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    code = omnirun(tmp_path, "-m", f"model.name={tiny_llama}", f"input.prompt=a,{SECRET}", "generation.max_new_tokens=2")
+    code = omnirun(
+        tmp_path, "-m", f"model.name={tiny_llama}", f"input.prompt=a,{SECRET}", "generation.max_new_tokens=2"
+    )
     assert code == 0
     for file in (tmp_path / "sweeps").rglob("*"):
         if file.is_file():
@@ -247,6 +249,16 @@ def test_resume_refuses_a_folder_that_is_not_this_job(tmp_path: Path, tiny_llama
     (other / "config.yaml").write_text("seed: 7\n")
     assert omnirun(tmp_path, f"model.name={tiny_llama}", f"resume={other}") == 2
     assert sorted(p.name for p in other.iterdir()) == ["config.yaml"]
+
+
+def test_resume_refuses_a_folder_holding_only_a_matching_config(tmp_path: Path, tiny_llama: Path) -> None:
+    args = [f"model.name={tiny_llama}", "generation.max_new_tokens=1"]
+    assert omnirun(tmp_path / "out", *args) == 0
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.yaml").write_text((only_run_dir(tmp_path / "out") / "config.yaml").read_text())
+    assert omnirun(tmp_path / "out", *args, f"resume={fake}") == 2
+    assert sorted(p.name for p in fake.iterdir()) == ["config.yaml"]
 
 
 def test_resuming_a_completed_run_changes_nothing(tmp_path: Path, tiny_llama: Path) -> None:

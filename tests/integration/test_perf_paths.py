@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig
+from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, TaskName
 from omnirun.engine import TransformersEngine
 from omnirun.engine.build import build
 from omnirun.engine.hf import HfEngine, optimize
@@ -74,6 +74,34 @@ def test_engine_adds_int4_copies_where_exact(tiny_on_grid: Path, tiny_llama: Pat
         assert engine.plan is not None and not engine.plan.cpu_int4_decode
         assert optimize.int4_decode_layers(engine.model) == 0
         assert type(engine.model.get_output_embeddings()) is torch.nn.Linear
+
+
+def test_saved_model_leaves_the_decoding_copies_out(tiny_on_grid: Path, tmp_path: Path) -> None:
+    """The int4 / bf16 decoding copies are buffers of the running model, not of the checkpoint: a save writes the
+    plain weights (and an ONNX export traces the plain Linear layers)."""
+    from safetensors import safe_open
+
+    with TransformersEngine(str(tiny_on_grid)) as engine:
+        assert optimize.int4_decode_layers(engine.model) == 14
+        saved = engine.save(tmp_path / "saved")
+        ids = engine.tokenizer("hello world")["input_ids"]
+        expected = engine.argmax_next(ids)
+        assert optimize.int4_decode_layers(engine.model) == 14  # still decoding from the copies
+    with (
+        safe_open(str(saved.path / "model.safetensors"), "pt") as f,
+        safe_open(str(tiny_on_grid / "model.safetensors"), "pt") as original,
+    ):
+        assert set(f.keys()) == set(original.keys())
+    with TransformersEngine(str(saved.path), optimize=False) as again:
+        assert again.argmax_next(ids) == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the onnx extra is not installed")
+def test_onnx_export_with_decoding_copies(tiny_on_grid: Path, tmp_path: Path) -> None:
+    with TransformersEngine(str(tiny_on_grid)) as engine:
+        exported = engine.export_onnx(tmp_path / "onnx")
+        assert optimize.int4_decode_layers(engine.model) == 14
+    assert exported.max_abs_diff is None or exported.max_abs_diff < 1e-4
 
 
 @pytest.mark.parametrize("kwargs", [{"optimize": False}, {"auto_config": False}])
@@ -227,6 +255,30 @@ def test_llama_cpp_stays_close_to_fp32(llama_engine, smollm2_engine) -> None:  #
     result = optimize.agreement(smollm2_engine, llama_engine, prompts, 16)
     assert result.teacher_forced >= 0.9, result
     assert result.divergence_margin is None or result.divergence_margin < 1.0, result
+
+
+@needs_llama_cpp
+def test_llama_cpp_parameters_and_tasks(llama_engine) -> None:  # type: ignore[no-untyped-def]
+    count = llama_engine.parameters()
+    assert count is not None and 130e6 < count.total < 140e6 and count.trainable is None
+    llama_engine.check_task(TaskName.generate)
+    with pytest.raises(ConfigError, match="hardware.backend=transformers"):
+        llama_engine.check_task(TaskName.export)
+    with pytest.raises(ConfigError, match="hardware.backend=transformers"):
+        llama_engine.save("unused")
+
+
+@pytest.mark.slow
+def test_build_for_export_takes_transformers_for_a_gguf() -> None:
+    """llama.cpp only generates: `auto` leaves it for task=export, and an explicit llama.cpp is refused."""
+    engine = build(ModelConfig(), HardwareConfig(), info=machine(), task=TaskName.export)
+    assert isinstance(engine, HfEngine) and engine.placement is not None
+    assert "task=export" in engine.placement.backend_reason
+    assert build(ModelConfig(), HardwareConfig(), info=machine(), task=TaskName.generate).placement.backend == (
+        "llama.cpp"
+    )
+    with pytest.raises(ConfigError, match="text generation only"):
+        build(ModelConfig(), HardwareConfig(backend=Backend.llama_cpp), info=machine(), task=TaskName.export)
 
 
 @pytest.mark.slow

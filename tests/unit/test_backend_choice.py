@@ -57,6 +57,12 @@ def test_auto_keeps_transformers_and_says_why(
     assert why in reason
 
 
+def test_dtype_checkpoint_keeps_llama_cpp() -> None:
+    """llama.cpp runs the GGUF's own weight types: exactly what dtype=checkpoint asks for."""
+    backend, _ = choose("auto", HardwareConfig(dtype=DType.checkpoint), machine(), gguf=True)
+    assert backend == "llama.cpp"
+
+
 def test_auto_keeps_transformers_for_batched_runs() -> None:
     backend, reason = choose("auto", HardwareConfig(), machine(), gguf=True, batched=True)
     assert backend == "transformers" and "batched run" in reason

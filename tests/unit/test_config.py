@@ -79,7 +79,7 @@ def test_public_keys_are_overridable() -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("generation.temperature=-0.5", "generation.temperature must be >= 0, got -0.5"),
+        ("generation.temperature=-0.5", "generation.temperature must be between 0.0 and 2.0, got -0.5"),
         ("generation.top_p=0", "generation.top_p must be in (0, 1], got 0.0"),
         ("generation.top_p=1.5", "generation.top_p must be in (0, 1]"),
         ("generation.max_new_tokens=0", "generation.max_new_tokens must be >= 1, got 0"),
@@ -118,7 +118,10 @@ def test_bad_combinations() -> None:
         (["generation.temprature=0.5"], "unknown config key 'generation.temprature'; valid keys under generation:"),
         (["modle=qwen"], "unknown config key 'modle'; valid keys: model, hardware"),
         (["model=foo"], "model=foo is not an option; choose one of: "),
-        (["task=dance"], "task=dance is not an option; choose one of: batch, benchmark, chat, generate, stream"),
+        (
+            ["task=dance"],
+            "task=dance is not an option; choose one of: batch, benchmark, chat, export, generate, stream",
+        ),
         (["hardware.device=tpu"], "hardware.device: Invalid value 'tpu', expected one of [auto, cpu, cuda, mps]"),
         (["generation.max_new_tokens=abc"], "generation.max_new_tokens: Value 'abc'"),
         (["generation.top_p=0.5,7"], "generation.top_p must be in (0, 1], got 7.0"),
@@ -141,7 +144,7 @@ def test_generation_overrides_validate() -> None:
     assert g.max_new_tokens == 5
     with pytest.raises(ValueError, match="unknown generation parameter"):
         GenerationConfig().with_overrides({"max_tokens": 5})
-    with pytest.raises(ValueError, match="temperature must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="temperature must be between 0.0 and 2.0, got -1"):
         GenerationConfig().with_overrides({"temperature": -1}, prefix="")
 
 

@@ -129,9 +129,23 @@ def test_auto_quantization_on_cpu_uses_ram_budget() -> None:
 
 
 @pytest.mark.parametrize("quantization", [Quantization.int8, Quantization.int4])
-def test_explicit_quantization_without_bitsandbytes_is_an_error(quantization: Quantization) -> None:
+def test_explicit_quantization_without_bitsandbytes_is_an_error_when_strict(quantization: Quantization) -> None:
     with pytest.raises(ConfigError, match="bitsandbytes"):
-        hardware.plan(request(quantization=quantization), SMALL, machine(gpu(16), bnb=False))
+        hardware.plan(request(quantization=quantization, quantization_strict=True), SMALL, machine(gpu(16), bnb=False))
+
+
+@pytest.mark.parametrize("quantization", [Quantization.int8, Quantization.int4])
+def test_explicit_quantization_without_bitsandbytes_falls_back_with_a_warning(
+    quantization: Quantization, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The seed's promise: when quantization cannot be had, the model loads unquantized (and says so)."""
+    with caplog.at_level(logging.WARNING, logger="omnirun.hardware"):
+        p = hardware.plan(request(quantization=quantization), SMALL, machine(gpu(16), bnb=False))
+    assert p.quantization is None
+    reason = p.reasons["quantization"]
+    assert reason.startswith(f"none: {quantization} was requested") and "bitsandbytes is not installed" in reason
+    assert "quantization_strict" in reason
+    assert [r for r in caplog.records if "bitsandbytes" in r.getMessage() and r.levelno == logging.WARNING]
 
 
 @pytest.mark.parametrize("quantization", [Quantization.int8, Quantization.int4])
@@ -171,6 +185,29 @@ def test_manual_mode_keeps_fp32_on_cuda() -> None:
     p = hardware.plan(request(), SMALL, GPU_16GB, auto=False)
     assert (p.device, p.dtype, p.quantization) == ("cuda", "float32", None)
     assert "manual" in p.reasons["dtype"]
+
+
+def test_auto_dtype_reason_says_it_is_the_planners_choice() -> None:
+    p = hardware.plan(request(), ModelSize(params=10, dtype=DType.bfloat16), CPU_ONLY)
+    assert p.dtype == "float32"
+    assert "planner's choice for hardware.dtype=auto" in p.reasons["dtype"]
+    assert "stored in bfloat16" in p.reasons["dtype"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "hw", "expected", "why"),
+    [
+        (DType.bfloat16, CPU_ONLY, "bfloat16", "checkpoint's own dtype"),
+        (DType.float16, GPU_16GB, "float16", "checkpoint's own dtype"),
+        (DType.bfloat16, machine(gpu(16, bf16=False)), "float16", "lacks"),
+        (None, CPU_ONLY, "float32", "does not say"),
+    ],
+)
+def test_checkpoint_dtype(stored: DType | None, hw: HardwareInfo, expected: str, why: str) -> None:
+    """hardware.dtype=checkpoint: the weights' stored dtype (Transformers' dtype="auto"), not the planner's."""
+    p = hardware.plan(request(dtype=DType.checkpoint), ModelSize(params=10, dtype=stored), hw)
+    assert p.dtype == expected
+    assert why in p.reasons["dtype"] and "dtype=checkpoint" in p.reasons["dtype"]
 
 
 def test_manual_mode_keeps_requested_dtype() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -128,6 +129,54 @@ def test_dense_cache_dir_is_keyed_by_hash_and_transformers_version(tmp_path: Pat
     assert folder.name.startswith(hashlib.sha256(b"not really gguf").hexdigest()[:20])
     assert folder.name.endswith(f"transformers{transformers.__version__}")
     assert not models.is_complete(folder)
+
+
+def test_dense_cache_key_names_its_format(tmp_path: Path) -> None:
+    """Format 2 dropped the GGUF quantization_config; copies of format 1 are not reused but rebuilt."""
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"gguf")
+    assert models.DENSE_FORMAT >= 2
+    assert f"-dense{models.DENSE_FORMAT}-" in models.dense_cache_dir(gguf).name
+
+
+class GgufLoaded:
+    """What `save_pretrained` of a GGUF-loaded Transformers model writes: dense weights, and a config.json that
+    still says `quantization_config: {quant_method: gguf}`."""
+
+    hf_quantizer = object()
+
+    def save_pretrained(self, folder: Path) -> None:
+        assert self.hf_quantizer is None  # the GGUF quantizer refuses to save; the cache writer lifts it
+        config = {"model_type": "llama", "quantization_config": {"quant_method": "gguf", "dequantize": False}}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+
+class Tokenizer:
+    def save_pretrained(self, folder: Path) -> None:
+        (folder / "tokenizer.json").write_text("{}")
+
+
+def test_dense_cache_is_a_plain_checkpoint(tmp_path: Path) -> None:
+    """The copy's config.json had kept the GGUF quantization_config: every later load became a GGUF load, so
+    bitsandbytes refused it ("quantized with GgufConfig"), fp16 warned, and save_pretrained failed."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"gguf bytes")
+    model = GgufLoaded()
+    folder = models.write_dense_cache(model, Tokenizer(), gguf)
+    assert models.is_complete(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert json.loads((folder / "omnirun-cache.json").read_text())["format"] == models.DENSE_FORMAT
+    assert model.hf_quantizer is GgufLoaded.hf_quantizer  # restored
+
+
+def test_config_json_file_resolves_for_random_init(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    source = models.resolve(str(tmp_path / "config.json"))
+    assert (source.kind, source.path, source.is_gguf) == ("config", str((tmp_path / "config.json").resolve()), False)
+    with pytest.raises(ModelLoadError, match="no such config file"):
+        models.resolve(str(tmp_path / "missing.json"))
 
 
 HUB_ERROR = OSError(

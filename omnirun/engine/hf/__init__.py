@@ -1,4 +1,5 @@
-"""The Transformers backend: any causal-LM or seq2seq model through Hugging Face Transformers."""
+"""The Transformers backend: causal-LM and seq2seq generation through Hugging Face Transformers, and saving or
+exporting any head `omnirun.engine.capabilities` knows."""
 
 from omnirun.engine.hf.engine import HfEngine
 

@@ -1,30 +1,49 @@
-"""`HfEngine`: load any causal-LM or seq2seq model with Hugging Face Transformers and run single, batched,
-streamed and chat generation on it. The only module that knows Transformers' loading arguments."""
+"""`HfEngine`: load a Hugging Face Transformers model and run single, batched, streamed and chat generation on
+it (or save / export it). The only module that knows Transformers' loading arguments.
+
+Loading goes config first: the model's config (with `model.config_overrides`), then the head the task needs
+(`capabilities`: a model that cannot serve the task is refused here, before the tokenizer and the weights), then
+the tokenizer, the hardware plan, and the weights (pretrained, or random from the config with `model.init=random`).
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Self
 
 from omnirun import hardware
-from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, ModelType, Quantization
+from omnirun.config import (
+    Backend,
+    Device,
+    GenerationConfig,
+    HardwareConfig,
+    ModelConfig,
+    ModelInit,
+    ModelType,
+    Quantization,
+    TaskName,
+)
+from omnirun.engine import capabilities
 from omnirun.engine import source as models
-from omnirun.engine.base import NOT_LOADED, Completion, ConvenienceAPI, MemoryReport
+from omnirun.engine.base import NOT_LOADED, Completion, ConvenienceAPI, MemoryReport, ParameterCount, SavedModel
+from omnirun.engine.hf import prepare
 from omnirun.engine.hf.generate import generate_encoded
 from omnirun.engine.hf.loading import (
     add_int4_decode,
+    check_placement,
     dense_copy,
     estimate_size,
-    model_class,
     prepare_tokenizer,
     quiet_int8_cast_notes,
     release_memory,
     weight_kwargs,
 )
 from omnirun.engine.hf.stream import TokenStream
-from omnirun.errors import ConfigError, ModelLoadError
+from omnirun.errors import ConfigError, ModelLoadError, first_line
 from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
 
 log = logging.getLogger(__name__)
@@ -35,7 +54,8 @@ class HfEngine(ConvenienceAPI):
 
     `placement` is the device and backend chosen once by `engine.build`; without it the engine places
     itself on the request's device when it loads. `auto_config=False` (the seed API's manual mode) plans
-    with the given values as they are (fp32 on CPU, CUDA if present, no int4 decoding copies).
+    with the given values as they are (fp32 on CPU, CUDA if present, no int4 decoding copies). The engine serves
+    text generation unless `check_task` names another task (e.g. `export`, which takes any head).
     """
 
     def __init__(
@@ -56,12 +76,18 @@ class HfEngine(ConvenienceAPI):
         self.batch_size = batch_size
         self.auto_config = auto_config
         self.model_type = None if model.model_type is None else ModelType(model.model_type)
+        self.task = TaskName.generate
+        self.head: capabilities.Head | None = None
+        """The AutoModel head loaded for the task (set by `check_task` or `load_tokenizer`)."""
         self.model: Any = None
         self.tokenizer: Any = None
+        self.preprocessor: Any = None
+        """The tokenizer (text heads) or processor (image, audio heads) that `save` writes with the model."""
         self.plan: HardwarePlan | None = None
         self.source: models.ModelSource | None = None
         self.load_seconds: float | None = None
-        self._config: Any = None  # the Transformers model config, read by load_tokenizer()
+        self._config: Any = None  # the Transformers model config (overrides applied), read once
+        self._prepared = False
         self._path = ""
         self._common: dict[str, Any] = {}
 
@@ -78,15 +104,26 @@ class HfEngine(ConvenienceAPI):
     def device(self) -> Device:
         return self.plan.device if self.plan else Device.cpu
 
-    def load_tokenizer(self) -> Any:
-        """Resolve the model (converting a GGUF file on first use) and load its config and tokenizer, without
-        the weights: enough to check a chat template before paying for the weights."""
-        if self.tokenizer is not None:
-            return self.tokenizer
+    def check_task(self, task: TaskName) -> None:
+        """Refuse a task this model cannot serve (ConfigError naming the task, the model's architectures and
+        what it can serve), from its config alone; remember the head that serves it for `load_model()`."""
+        self.task, self.head, self._prepared = TaskName(task), None, False
+        explicit = None if self.model_config.model_type is None else ModelType(self.model_config.model_type)
+        self.head = capabilities.check_task(self.task, self._read_config(), self.model_name, explicit)
+
+    def _read_config(self) -> Any:
+        """Resolve the model (converting a GGUF file on first use) and read its config, overrides applied."""
+        if self._config is not None:
+            return self._config
         import transformers
 
         m = self.model_config
         source = models.resolve(m.name, m.gguf_file)
+        if source.kind == "config" and m.init != ModelInit.random:
+            raise ConfigError(
+                f"model.name={m.name!r} is a config file: an architecture without weights; set model.init=random "
+                "to build it with random weights, or point model.name at a model folder"
+            )
         path, gguf_file = source.path, source.gguf_file
         if source.is_gguf:  # one loading path for everything: GGUF becomes a cached dense folder first
             path, gguf_file = str(dense_copy(source)), None
@@ -95,15 +132,31 @@ class HfEngine(ConvenienceAPI):
         if gguf_file:
             common["gguf_file"] = gguf_file
         try:
-            self._config = transformers.AutoConfig.from_pretrained(path, **common)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+            config = transformers.AutoConfig.from_pretrained(path, **common)
         except Exception as exc:  # hub unreachable, missing files, unsupported architecture, ...
             raise models.describe_load_failure(source, exc) from exc
-        detected = ModelType.seq2seq if self._config.is_encoder_decoder else ModelType.causal_lm
-        self.model_type = self.model_type or detected
-        prepare_tokenizer(tokenizer, self.model_type)
-        self.source, self._path, self._common, self.tokenizer = source, path, common, tokenizer
-        return tokenizer
+        prepare.apply_overrides(config, m)
+        self.source, self._path, self._common, self._config = source, path, common, config
+        return config
+
+    def load_tokenizer(self) -> Any:
+        """Read the config, check the task against it, and load the tokenizer (or processor), without the
+        weights: enough to check a chat template before paying for the weights."""
+        if self._prepared:
+            return self.tokenizer if self.tokenizer is not None else self.preprocessor
+        config = self._read_config()
+        if self.head is None:
+            self.check_task(self.task)
+        assert self.head is not None and self.source is not None
+        head = self.head
+        pre = prepare.load_preprocessor(head, self.source, self._path, self._common, self.model_config)
+        if head.family == capabilities.GENERATE:
+            self.model_type = ModelType.seq2seq if head.name == "seq2seq" else ModelType.causal_lm
+        if head.inputs == "text":
+            prepare_tokenizer(pre, self.model_type)
+            self.tokenizer = pre
+        self.preprocessor, self._config, self._prepared = pre, config, True
+        return self.tokenizer if self.tokenizer is not None else pre
 
     def load_model(self) -> Self:
         """Resolve the model, plan the hardware, and load tokenizer and weights. A no-op when loaded."""
@@ -113,20 +166,10 @@ class HfEngine(ConvenienceAPI):
 
         start = time.perf_counter()
         self.load_tokenizer()
-        assert self.source is not None and self.model_type is not None
-        model_cls = model_class(self.model_type)
-        plan = self._plan(estimate_size(model_cls, self._config), self.source)
-        if plan.quantization == Quantization.int8:
-            quiet_int8_cast_notes()
-        kwargs = weight_kwargs(plan, self.model_config, torch)
-        try:
-            model = model_cls.from_pretrained(self._path, **self._common, **kwargs)
-        except (ConfigError, ModelLoadError):
-            raise
-        except Exception as exc:
-            raise models.describe_load_failure(self.source, exc) from exc
-        if plan.device_map is None and plan.quantization is None:
-            model.to(str(plan.device))
+        assert self.source is not None and self.head is not None
+        model_cls = capabilities.model_class(self.head)
+        size = estimate_size(model_cls, self._config, prepare.checkpoint_dtype(self._config, self._path))
+        model, plan = self._load_weights(model_cls, self._plan(size, self.source), size)
         model.eval()
         if plan.cpu_int4_decode:
             plan = add_int4_decode(model, plan)
@@ -137,12 +180,80 @@ class HfEngine(ConvenienceAPI):
         log.info("loaded %s in %.2fs on %s (%s)", self.model_name, self.load_seconds, plan.device, plan.dtype)
         return self
 
-    def _plan(self, size: hardware.ModelSize, source: models.ModelSource) -> hardware.HardwarePlan:
+    def _load_weights(self, model_cls: Any, plan: HardwarePlan, size: hardware.ModelSize) -> tuple[Any, HardwarePlan]:
+        """The weights as planned; a quantized load that fails is retried unquantized (the reason in the plan)
+        unless `hardware.quantization_strict`."""
+        random = self.model_config.init == ModelInit.random
+        if random:
+            why = "model.init=random builds the architecture from its config; no weights are read"
+            plan = replace(plan, reasons={**plan.reasons, "weights": f"random: {why}"})
+            if plan.quantization:
+                plan = self._unquantized(
+                    plan, size, "bitsandbytes quantizes weights as they load, and random init loads none"
+                )
+        try:
+            return self._weights(model_cls, plan), plan
+        except (ConfigError, ModelLoadError):
+            raise
+        except Exception as exc:
+            assert self.source is not None
+            if plan.quantization is None or self.hardware_config.quantization_strict:
+                raise models.describe_load_failure(self.source, exc) from exc
+            release_memory()
+            plan = self._unquantized(plan, size, f"the {plan.quantization} load failed ({first_line(str(exc))[:200]})")
+        try:
+            return self._weights(model_cls, plan), plan
+        except (ConfigError, ModelLoadError):
+            raise
+        except Exception as exc:
+            raise models.describe_load_failure(self.source, exc) from exc
+
+    def _weights(self, model_cls: Any, plan: HardwarePlan) -> Any:
+        import torch
+
+        m = self.model_config
+        config = copy.deepcopy(self._config)  # loading may add a quantization_config to the config it is given
+        if m.init == ModelInit.random:
+            extra = {"attn_implementation": m.attn_implementation} if m.attn_implementation else {}
+            model = model_cls.from_config(
+                config, dtype=getattr(torch, plan.dtype), trust_remote_code=m.trust_remote_code, **extra
+            )
+            return model.to(str(plan.device))
+        kwargs = weight_kwargs(plan, m, torch)
+        if m.num_labels is not None:
+            kwargs["ignore_mismatched_sizes"] = True  # a new head of num_labels outputs (random until trained)
+        if plan.quantization == Quantization.int8:
+            quiet_int8_cast_notes()
+        model = model_cls.from_pretrained(self._path, config=config, **self._common, **kwargs)
+        if plan.device_map is None and plan.quantization is None:
+            model.to(str(plan.device))
+        if plan.device_map is not None:
+            try:
+                check_placement(model, plan)
+            except ConfigError:
+                del model
+                release_memory()
+                raise
+        return model
+
+    def _unquantized(self, plan: HardwarePlan, size: hardware.ModelSize, why: str) -> HardwarePlan:
+        """The plan without quantization, its reason saying why (a warning, too); ConfigError when strict."""
+        requested = plan.quantization or self.hardware_config.quantization
+        if self.hardware_config.quantization_strict:
+            raise ConfigError(f"hardware.quantization={requested} cannot be honoured: {why}")
+        assert self.source is not None
+        new = self._plan(size, self.source, replace(self.hardware_config, quantization=None))
+        reasons = {**plan.reasons, **new.reasons, "quantization": hardware.quantization_fallback(requested, why)}
+        return replace(new, reasons=reasons)
+
+    def _plan(
+        self, size: hardware.ModelSize, source: models.ModelSource, request: HardwareConfig | None = None
+    ) -> hardware.HardwarePlan:
         """The hardware plan on this engine's placement (made here, once, when none was given)."""
         info = self.info or hardware.detect()
         if not info.int4_kernels:  # detect() leaves it unknown when it did not need torch
             info = replace(info, int4_kernels=hardware.torch_int4_kernels())
-        request = self.hardware_config
+        request = request or self.hardware_config
         placement = self.placement or hardware.place(
             replace(request, backend=Backend.transformers), info, gguf=source.is_gguf
         )
@@ -150,15 +261,51 @@ class HfEngine(ConvenienceAPI):
 
     def unload_model(self) -> None:
         """Drop the weights and tokenizer and give their memory back (RSS and CUDA cache)."""
-        if self.model is None and self.tokenizer is None:
+        if self.model is None and self.tokenizer is None and self.preprocessor is None:
             return
-        self.model = self.tokenizer = self._config = None
+        self.model = self.tokenizer = self.preprocessor = self._config = None
+        self._prepared = False
         release_memory()
+
+    # ------------------------------------------------------------------------------------------ saving, size
+    def parameters(self) -> ParameterCount | None:
+        """Total and trainable parameters (`num_parameters()`); None before `load_model()`."""
+        if self.model is None:
+            return None
+        return ParameterCount(self.model.num_parameters(), self.model.num_parameters(only_trainable=True))
+
+    def save(self, path: str | Path) -> SavedModel:
+        """The loaded model as safetensors plus its tokenizer / processor, in the folder `path`."""
+        from omnirun.engine.hf import export
+
+        model, _ = self._model_and_head()
+        return export.save(model, self.preprocessor, path)
+
+    def export_onnx(self, path: str | Path) -> SavedModel:
+        """The loaded model as `model.onnx` (torch's exporter) with its config and tokenizer, in `path`."""
+        from omnirun.engine.hf import export
+
+        model, head = self._model_and_head()
+        return export.export_onnx(model, self.preprocessor, head, path)
+
+    def push_to_hub(self, repo: str, folder: str | Path | None = None, *, private: bool = False) -> str:
+        """Upload `folder` (None: the model as `save` writes it) to the hub repo `repo`; returns the commit URL."""
+        from omnirun.engine.hf import export
+
+        return export.push_to_hub(repo, folder, self.save, private=private)
+
+    def _model_and_head(self) -> tuple[Any, capabilities.Head]:
+        if self.model is None or self.head is None:
+            raise RuntimeError(NOT_LOADED)
+        return self.model, self.head
 
     def _loaded(self) -> tuple[Any, Any, ModelType]:
         """Model, tokenizer and model type; RuntimeError when the weights are not loaded."""
-        if self.model is None or self.model_type is None:
+        if self.model is None:
             raise RuntimeError(NOT_LOADED)
+        if self.model_type is None:
+            head = self.head.description if self.head else "non-generation"
+            raise ConfigError(f"model {self.model_name!r} has a {head} head; it does not generate text")
         return self.model, self.tokenizer, self.model_type
 
     # ------------------------------------------------------------------------------------------------ queries

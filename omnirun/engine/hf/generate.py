@@ -32,9 +32,10 @@ def generate_encoded(
     steps = [t - start for t in timer.token_times] if timer else []
     ttft = steps[0] if steps else None
     eos, pad = eos_ids(model, tokenizer), tokenizer.pad_token_id
+    forced = forced_eos_ids(model)
     completions = []
     for row, n_in in zip(new.tolist(), input_tokens, strict=True):
-        tokens, finish = trim(row, params.max_new_tokens, eos, pad)
+        tokens, finish = trim(row, params.max_new_tokens, eos, pad, forced)
         text = tokenizer.decode(tokens, skip_special_tokens=True)
         completions.append(Completion(text, int(n_in), len(tokens), finish, e2e, ttft, steps[: len(tokens)], tokens))
     return completions
@@ -72,11 +73,22 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return found
 
 
-def trim(row: list[int], max_new: int, eos: set[int], pad: int | None) -> tuple[list[int], str]:
-    """Cut a generated row at its first end-of-sequence token (kept) and drop padding after it."""
+def forced_eos_ids(model: Any) -> set[int]:
+    """The model's `forced_eos_token_id`s: what `generate` places at the last position (BART-style models)."""
+    forced = model.generation_config.forced_eos_token_id
+    return set(forced if isinstance(forced, list) else [] if forced is None else [forced])
+
+
+def trim(
+    row: list[int], max_new: int, eos: set[int], pad: int | None, forced: frozenset[int] | set[int] = frozenset()
+) -> tuple[list[int], str]:
+    """Cut a generated row at its first end-of-sequence token (kept) and drop padding after it. The finish is
+    `stop` when the model ended the answer, `length` when the length limit did (a forced end-of-sequence token
+    at the last position is the limit's doing, as the stream reports it too)."""
     for i, token in enumerate(row):
         if token in eos:
-            return row[: i + 1], "stop"
+            truncated = i + 1 == max_new and token in forced
+            return row[: i + 1], "length" if truncated else "stop"
     while row and pad is not None and row[-1] == pad and len(row) < max_new:
         row = row[:-1]
     return row, "length"

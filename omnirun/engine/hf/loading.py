@@ -1,5 +1,5 @@
 """Loading helpers of the Transformers backend: the GGUF dense copy, size estimates, tokenizer setup, the
-`from_pretrained` weight arguments, bitsandbytes configs, memory release."""
+`from_pretrained` weight arguments, bitsandbytes configs, the placement check, memory release."""
 
 from __future__ import annotations
 
@@ -15,19 +15,12 @@ from typing import Any
 from omnirun import hardware
 from omnirun.config import DType, ModelConfig, ModelType, Quantization
 from omnirun.engine import source as models
+from omnirun.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 INT8_CAST_MESSAGE = "MatMul8bitLt: inputs will be cast"
 """bitsandbytes' note, once per int8 layer per step, that it casts fp32/bf16 inputs to fp16 (expected)."""
-
-
-def model_class(model_type: ModelType) -> Any:
-    import transformers
-
-    if model_type == ModelType.seq2seq:
-        return transformers.AutoModelForSeq2SeqLM
-    return transformers.AutoModelForCausalLM
 
 
 def dense_copy(source: models.ModelSource) -> Path:
@@ -44,7 +37,7 @@ def dense_copy(source: models.ModelSource) -> Path:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
         config = transformers.AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
         cls = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
-        model = cls.from_pretrained(source.path, gguf_file=source.gguf_file)
+        model = cls.from_pretrained(source.path, gguf_file=source.gguf_file, **dequantized())
     except Exception as exc:
         raise models.describe_load_failure(source, exc) from exc
     folder = models.write_dense_cache(model, tokenizer, gguf)
@@ -53,8 +46,22 @@ def dense_copy(source: models.ModelSource) -> Path:
     return folder
 
 
-def estimate_size(model_cls: Any, config: Any) -> hardware.ModelSize:
-    """Parameter count (exact, from an empty meta-device model) and KV-cache shape of a config."""
+def dequantized() -> dict[str, Any]:
+    """`from_pretrained` arguments that unpack every GGUF weight (Transformers releases that can keep GGUF blocks
+    packed would otherwise try to, and warn when their kernels are missing): the dense copy needs plain tensors."""
+    import inspect
+
+    import transformers
+
+    gguf_config = getattr(transformers, "GgufConfig", None)
+    if gguf_config is None or "dequantize" not in inspect.signature(gguf_config).parameters:
+        return {}
+    return {"quantization_config": gguf_config(dequantize=True)}
+
+
+def estimate_size(model_cls: Any, config: Any, dtype: DType | None = None) -> hardware.ModelSize:
+    """Parameter count (exact, from an empty meta-device model) and KV-cache shape of a config; `dtype` is the
+    checkpoint's stored dtype, when known."""
     import torch
 
     try:
@@ -70,10 +77,11 @@ def estimate_size(model_cls: Any, config: Any) -> hardware.ModelSize:
     hidden = getattr(text_cfg, "hidden_size", 0) or getattr(text_cfg, "d_model", 0) or 0
     head_dim = getattr(text_cfg, "head_dim", None) or (hidden // heads if heads else 0)
     kv_heads = getattr(text_cfg, "num_key_value_heads", None) or heads
-    return hardware.ModelSize(params=int(params), num_layers=int(layers), kv_dim=int(kv_heads * head_dim))
+    kv_dim = int(kv_heads * head_dim)
+    return hardware.ModelSize(params=int(params), num_layers=int(layers), kv_dim=kv_dim, dtype=dtype)
 
 
-def prepare_tokenizer(tokenizer: Any, model_type: ModelType) -> None:
+def prepare_tokenizer(tokenizer: Any, model_type: ModelType | None) -> None:
     """Batching needs a pad token; decoder-only models need left padding so new tokens follow the prompt."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -97,6 +105,21 @@ def weight_kwargs(plan: hardware.HardwarePlan, model: ModelConfig, torch: Any) -
         kwargs["quantization_config"] = bnb_config(plan.quantization, plan.dtype, torch)
         kwargs.setdefault("device_map", {"": str(plan.device)})
     return kwargs
+
+
+def check_placement(model: Any, plan: hardware.HardwarePlan) -> None:
+    """Refuse a model that accelerate placed entirely on disk (or left on the meta device): it loads, then every
+    forward pass fails with "Cannot copy out of meta tensor". A partial disk offload runs, and is kept."""
+    device_map = getattr(model, "hf_device_map", None) or {}
+    places = {str(v) for v in device_map.values()}
+    on_meta = not device_map and any(p.device.type == "meta" for p in model.parameters())
+    if (places and places <= {"disk", "meta"}) or on_meta:
+        need = sum(p.numel() * p.element_size() for p in model.parameters()) / hardware.MB
+        raise ConfigError(
+            f"hardware.max_memory={plan.max_memory} leaves no device room for the weights: accelerate put the whole "
+            f"model on {'/'.join(sorted(places)) or 'meta'}, which cannot run it; raise the limits (the weights "
+            f"need ~{need:.0f} MB) or remove hardware.max_memory"
+        )
 
 
 def bnb_config(quantization: Quantization, dtype: DType, torch: Any) -> Any:

@@ -24,6 +24,8 @@ against a candidate engine:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,6 +87,25 @@ def add_int4_decode(model: Any) -> int:
     return changed
 
 
+@contextmanager
+def plain_linears(model: Any) -> Iterator[Any]:
+    """The model with its decoding copies swapped for plain Linear layers (same weights) while the block runs:
+    for tracing (ONNX export), where the copies' row-count branch cannot be followed."""
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (Int4DecodeLinear, Bf16DecodeLinear)):
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=False, device="meta")
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(parent, name, plain)
+                swapped.append((parent, name, child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 def int4_decode_layers(model: Any) -> int:
     """How many layers of `model` carry an int4 decoding copy."""
     return sum(isinstance(m, Int4DecodeLinear) for m in model.modules())
@@ -102,9 +123,11 @@ class Int4DecodeLinear(torch.nn.Linear):
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        # not persistent: copies of `weight`, kept out of state_dict() so a saved model is the plain checkpoint
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1), persistent=False)
         zero = low + 8 * scale  # the kernel computes (code - 8) * scale + zero
-        self.register_buffer("scale_zero", torch.stack([scale, zero], -1).transpose(0, 1).contiguous().bfloat16())
+        scale_zero = torch.stack([scale, zero], -1).transpose(0, 1).contiguous().bfloat16()
+        self.register_buffer("scale_zero", scale_zero, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -129,7 +152,7 @@ class Bf16DecodeLinear(torch.nn.Linear):
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.register_buffer("weight_bf16", linear.weight.detach().bfloat16())
+        self.register_buffer("weight_bf16", linear.weight.detach().bfloat16(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]

@@ -1,0 +1,72 @@
+"""The closed sets of values config keys take, as StrEnums whose values are what users type."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(StrEnum):
+    auto = "auto"
+    checkpoint = "checkpoint"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    transformers = "transformers"
+    llama_cpp = "llama.cpp"
+
+
+class ModelType(StrEnum):
+    causal_lm = "causal-lm"
+    seq2seq = "seq2seq"
+
+
+class ModelInit(StrEnum):
+    pretrained = "pretrained"
+    random = "random"
+
+
+class ExportFormat(StrEnum):
+    safetensors = "safetensors"
+    onnx = "onnx"
+
+
+class Quantization(StrEnum):
+    auto = "auto"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class TaskName(StrEnum):
+    generate = "generate"
+    chat = "chat"
+    batch = "batch"
+    stream = "stream"
+    benchmark = "benchmark"
+    export = "export"
+
+
+class TemplateMode(StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class Overflow(StrEnum):
+    clip = "clip"
+    error = "error"
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    fail = "fail"

@@ -1,0 +1,193 @@
+"""Writing a loaded Transformers model out: safetensors (`save_pretrained`), ONNX (torch's exporter, checked
+against onnxruntime when installed), and uploads to the Hugging Face Hub.
+
+ONNX: optimum's exporter (`optimum-onnx`) requires transformers < 4.58, which this project is past, so the graph
+comes from `torch.onnx.export` (the `onnx` extra: onnx + onnxscript, and onnxruntime for the check). It maps the
+head's inputs (token ids and attention mask, or pixel values) to its first output (logits) for any batch size and
+length; a causal LM is exported without a KV cache (each step recomputes the prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnirun.config import ExportFormat
+from omnirun.engine.base import SavedModel
+from omnirun.engine.capabilities import Head
+from omnirun.engine.hf import optimize
+from omnirun.errors import ConfigError, OmnirunError, first_line
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+ONNX_INPUTS = {"text": ("input_ids", "attention_mask"), "image": ("pixel_values",)}
+"""The graph inputs per kind of head input; other kinds (audio, multimodal, encoder-decoder) are not exported."""
+TORCH_EXPORT_NOISE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+"""torch's exporter calling its own deprecated pytree API (torch 2.13): not caused by, nor fixable in, our call."""
+AXIS_NOTE = r"# The axis name: .* will not be used"
+"""torch's note that input_ids and attention_mask share their `batch` / `sequence` axes, which they do."""
+
+
+def files_of(path: Path) -> tuple[str, ...]:
+    return tuple(sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()))
+
+
+def save(model: Any, preprocessor: Any, path: str | Path) -> SavedModel:
+    """`save_pretrained` of the model (safetensors; a bitsandbytes model as Transformers serializes it) and of
+    its tokenizer or processor."""
+    folder = Path(path).expanduser()
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and not quantizer.is_serializable():
+        method = getattr(quantizer.quantization_config, "quant_method", "quantized")
+        raise OmnirunError(
+            f"this {method} model cannot be saved with the installed Transformers/bitsandbytes; load it "
+            "unquantized (hardware.quantization=null) to save it"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with optimize.plain_linears(model):
+            model.save_pretrained(folder, safe_serialization=True)
+        if preprocessor is not None:
+            preprocessor.save_pretrained(folder)
+    except OSError as exc:
+        raise OmnirunError(f"saving the model to {folder} failed: {first_line(str(exc))}") from exc
+    log.info("saved the model to %s", folder)
+    return SavedModel(folder, ExportFormat.safetensors, files_of(folder))
+
+
+def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> SavedModel:
+    """`model.onnx` plus the config and tokenizer / processor; checked against torch with onnxruntime."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        raise ConfigError("ONNX export needs unquantized weights; set hardware.quantization=null")
+    kind = head.inputs
+    if kind not in ONNX_INPUTS or getattr(model.config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"ONNX export covers text and image models without a separate decoder; this {head.description} model "
+            "is not one: use export.format=safetensors"
+        )
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"ONNX export needs {exc.name}: pip install 'omnirun[onnx]'") from exc
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ONNX_INPUTS[kind]
+    sample = sample_inputs(model, kind)
+    graph = (TextHead(model) if kind == "text" else ImageHead(model)).eval()
+    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    dims["pixel_values"] = {0: "batch"}
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    try:
+        registration.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms", x4
+        with optimize.plain_linears(model), torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TORCH_EXPORT_NOISE, category=FutureWarning)
+            warnings.filterwarnings("ignore", message=AXIS_NOTE, category=UserWarning)
+            torch.onnx.export(
+                graph,
+                tuple(sample[n] for n in names),
+                str(folder / ONNX_FILE),
+                input_names=list(names),
+                output_names=["logits"],
+                dynamic_shapes={n: dims[n] for n in names},
+                dynamo=True,
+                verbose=False,
+                report=False,
+            )
+    except Exception as exc:
+        raise OmnirunError(f"ONNX export of {type(model).__name__} failed: {first_line(str(exc))}") from exc
+    finally:
+        registration.setLevel(level)
+    model.config.save_pretrained(folder)
+    if preprocessor is not None:
+        preprocessor.save_pretrained(folder)
+    diff = check_onnx(folder / ONNX_FILE, graph, sample, names)
+    log.info("exported %s to %s (max |onnxruntime - torch| = %s)", type(model).__name__, folder, diff)
+    return SavedModel(folder, ExportFormat.onnx, files_of(folder), diff)
+
+
+class TextHead(torch.nn.Module):
+    """The model as a graph: token ids and attention mask in, the head's first output (logits) out."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = {"use_cache": False} if model.can_generate() else {}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **self.extra, return_dict=True)[0]
+
+
+class ImageHead(torch.nn.Module):
+    """The model as a graph: pixel values in, the head's first output (logits) out."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, return_dict=True)[0]
+
+
+def sample_inputs(model: Any, kind: str) -> dict[str, Any]:
+    """A small input for tracing and for the onnxruntime check (two rows, so the batch axis stays dynamic)."""
+    device = next(model.parameters()).device
+    if kind == "image":
+        cfg = model.config
+        size = getattr(cfg, "image_size", 224)
+        size = size if isinstance(size, int) else int(size[0])
+        dtype = next(model.parameters()).dtype
+        pixels = torch.randn(2, getattr(cfg, "num_channels", 3), size, size, generator=torch.Generator().manual_seed(0))
+        return {"pixel_values": pixels.to(device=device, dtype=dtype)}
+    vocab = int(getattr(model.config.get_text_config(), "vocab_size", 100) or 100)
+    ids = torch.randint(0, vocab, (2, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # a left-padded row
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def check_onnx(file: Path, graph: Any, sample: dict[str, Any], names: tuple[str, ...]) -> float | None:
+    """Largest |onnxruntime - torch| on the sample; None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        log.info("onnxruntime is not installed: the exported graph is not checked")
+        return None
+    session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = graph(*(sample[n] for n in names)).float().cpu().numpy()
+    got = session.run(None, {n: sample[n].cpu().numpy() for n in names})[0]
+    diff = abs(got - expected)
+    if "attention_mask" in sample and diff.ndim == 3:  # padding positions' outputs are meaningless
+        diff = diff[sample["attention_mask"].cpu().numpy().astype(bool)]
+    return float(diff.max())
+
+
+def push_to_hub(repo: str, folder: str | Path | None, save_to: Any, *, private: bool = False) -> str:
+    """Upload `folder` (None: `save_to(tmp)` writes the model first) to the hub repo `repo`; one-line
+    OmnirunError on failure (offline, no token, no write access)."""
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory(prefix="omnirun-push-") as tmp:
+        source = Path(folder).expanduser() if folder is not None else save_to(tmp).path
+        if not source.is_dir():
+            raise OmnirunError(f"push_to_hub: {source} is not a folder; save or export the model first")
+        try:
+            api = HfApi()
+            api.create_repo(repo, private=private, exist_ok=True)
+            commit = api.upload_folder(repo_id=repo, folder_path=str(source), commit_message="Upload from omnirun")
+        except Exception as exc:
+            what = "the model" if folder is None else str(source)
+            raise OmnirunError(
+                f"push_to_hub: uploading {what} to the Hugging Face Hub repo {repo!r} failed "
+                f"({first_line(str(exc)) or type(exc).__name__}); it needs network access and a token with write "
+                "access (`hf auth login` or HF_TOKEN)"
+            ) from exc
+    return str(getattr(commit, "commit_url", commit))
