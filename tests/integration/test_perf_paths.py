@@ -19,6 +19,8 @@ from omnirun.engine.hf import HfEngine, optimize
 from omnirun.errors import ConfigError
 from omnirun.hardware import GpuInfo, HardwareInfo
 
+from samples import snap_to_grid
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,15 +36,6 @@ GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12, temperature=1.0, t
 def machine(llama_cpp: bool = True, gpu: bool = False, int4: bool = True) -> HardwareInfo:
     gpus = (GpuInfo("Simulated GPU", 16 * 1024.0, 15 * 1024.0, True),) if gpu else ()
     return HardwareInfo("Simulated CPU", 8, 32 * 1024.0, 24 * 1024.0, gpus, llama_cpp=llama_cpp, int4_kernels=int4)
-
-
-def snap_to_grid(weight: torch.Tensor, group: int = optimize.GROUP) -> torch.Tensor:
-    """Round a weight onto 16 levels per group between the group's min and max (what Q4_1 dequantizes to)."""
-    rows, cols = weight.shape
-    w = weight.reshape(rows, cols // group, group)
-    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    scale = (high - low) / 15
-    return (torch.round((w - low) / scale) * scale + low).reshape(rows, cols)
 
 
 @pytest.fixture(scope="module")

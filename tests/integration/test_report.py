@@ -13,9 +13,7 @@ import pytest
 from omnirun import compare, report
 
 from clirun import omnirun
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
+from samples import assert_png
 
 BENCH = ["task=benchmark", "benchmark.min_iterations=2", "benchmark.min_duration_s=0", "benchmark.warmup_runs=0"]
 
@@ -26,14 +24,6 @@ METRIC_COLUMNS = {"output_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p
 def sweep_dir(root: Path) -> Path:
     (sweep,) = list((root / "sweeps").iterdir())
     return sweep
-
-
-def assert_png(path: Path, min_kb: int = 20) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > min_kb * 1024, f"{path}: only {len(data)} bytes"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 1000 and height >= 500, (width, height)  # 150 dpi, slide-sized
 
 
 @pytest.fixture(scope="module")

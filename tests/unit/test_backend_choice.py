@@ -15,6 +15,8 @@ from omnirun.engine.hf import optimize
 from omnirun.errors import ConfigError
 from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize, Placement
 
+from samples import snap_to_grid
+
 TINY = ModelSize(params=1_000_000, num_layers=2, kv_dim=64)
 
 
@@ -119,15 +121,6 @@ def test_llama_cpp_plan() -> None:
     assert (p.backend, p.reasons["backend"], p.batch_size) == ("llama.cpp", "x", 16)
     assert not p.cpu_int4_decode and "cpu_int4_decode" not in p.reasons
     assert "GGUF" in p.reasons["dtype"]
-
-
-def snap_to_grid(weight: torch.Tensor, group: int = optimize.GROUP) -> torch.Tensor:
-    """Round a weight onto 16 levels per group between the group's min and max (what Q4_1 dequantizes to)."""
-    rows, cols = weight.shape
-    w = weight.reshape(rows, cols // group, group)
-    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    scale = (high - low) / 15
-    return (torch.round((w - low) / scale) * scale + low).reshape(rows, cols)
 
 
 def test_int4_grid_is_exact_or_none() -> None:

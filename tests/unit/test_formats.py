@@ -11,27 +11,7 @@ from omnirun import inputs
 from omnirun.config import InputConfig
 from omnirun.results import formats
 
-REQUESTS = [
-    {
-        "custom_id": "chat-1",
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": "any", "messages": [{"role": "user", "content": "hello world"}], "max_tokens": 3},
-    },
-    {
-        "custom_id": "cmpl-2",
-        "method": "POST",
-        "url": "/v1/completions",
-        "body": {"model": "any", "prompt": "the quick brown fox", "max_tokens": 4, "temperature": 0},
-    },
-    {"custom_id": "emb-3", "method": "POST", "url": "/v1/embeddings", "body": {"model": "any", "input": "x"}},
-    {
-        "custom_id": "n-4",
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"messages": [{"role": "user", "content": "hi"}], "n": 2},
-    },
-]
+from samples import REQUESTS
 
 
 @pytest.fixture()

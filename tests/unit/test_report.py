@@ -8,15 +8,7 @@ import pandas as pd
 
 from omnirun import report
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path: Path, min_kb: int = 20) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, path
-    assert len(data) > min_kb * 1024, f"{path}: only {len(data)} bytes"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 1000 and height >= 500, (width, height)  # 150 dpi, slide-sized
+from samples import assert_png
 
 
 def test_axes_numeric_on_x_categorical_as_series_and_grouped_bars(tmp_path: Path) -> None:
