@@ -83,19 +83,28 @@ print(json.dumps(report))
 
 @pytest.mark.slow
 def test_a_batch_that_does_not_fit_is_retried_smaller_under_a_real_memory_limit(tmp_path: Path) -> None:
+    """The calibration is a measurement, so one attempt can land on the wrong side of the allocator's noise;
+    up to three attempts are made. The bug this guards against (retrying while the failed attempt's memory is
+    still held) fails every attempt."""
     from tiny_models import build_tiny
 
     model = build_tiny("llama-big", tmp_path / "model")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(model), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "skip" in report:
-        pytest.skip(f"{report['skip']}: {report}")
-    assert report["rows"] == 16 and report["errors"] == [], report  # no record "out of memory even alone"
-    assert 4 <= report["batch_size"] < 16, report  # 16 failed; a size that fits in a fresh process fits now
+    reports = []
+    for attempt in range(3):
+        out = tmp_path / f"attempt{attempt}"
+        out.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(model), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        if "skip" in report:
+            pytest.skip(f"{report['skip']}: {report}")
+        if report["rows"] == 16 and report["errors"] == [] and 4 <= report["batch_size"] < 16:
+            return  # 16 failed; a size that fits in a fresh process fits after the failure too
+        reports.append(report)
+    pytest.fail(f"no attempt recovered from the out-of-memory batch: {reports}")
