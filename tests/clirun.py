@@ -20,3 +20,9 @@ def only_run_dir(root: Path) -> Path:
     """The single run directory under `root` (fails if there are none or several)."""
     (run_dir,) = {p.parent for p in root.rglob("config.yaml")}
     return run_dir
+
+
+def only_sweep_dir(root: Path) -> Path:
+    """The single sweep directory under `root`/sweeps (fails if there are none or several)."""
+    (sweep,) = list((root / "sweeps").iterdir())
+    return sweep

@@ -13,14 +13,9 @@ import pytest
 from omnirun import compare, report
 from omnirun.reporting.outputs import tokens
 
-from clirun import omnirun, only_run_dir
+from clirun import omnirun, only_run_dir, only_sweep_dir
 
 GREEDY = ["generation=greedy", "generation.max_new_tokens=8"]
-
-
-def sweep_dir(root: Path) -> Path:
-    (sweep,) = list((root / "sweeps").iterdir())
-    return sweep
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +113,7 @@ def test_sweeps_are_compared_job_by_job_matched_by_what_they_swept(
     args = [f"model.name={tiny_llama}", f"input.path={prompts}", "generation=greedy"]
     assert omnirun(tmp_path / "a", "-m", *args, "generation.max_new_tokens=2,4") == 0
     assert omnirun(tmp_path / "b", "-m", *args, "seed=7", "generation.max_new_tokens=4,2") == 0  # order differs
-    a, b = sweep_dir(tmp_path / "a"), sweep_dir(tmp_path / "b")
+    a, b = only_sweep_dir(tmp_path / "a"), only_sweep_dir(tmp_path / "b")
     result = compare.compare(a, b)
     assert result.matching.keys == ["generation.max_new_tokens"]  # seed=7 is the change, not a key
     by_job = {o.job: o for o in result.outputs}
@@ -141,7 +136,7 @@ def test_non_ascii_overrides_read_as_typed_in_the_report_and_the_sweep_summary(
 ) -> None:
     args = [f"model.name={tiny_llama}", "generation.max_new_tokens=2", 'input.prompt="Über","Ärger x"']
     assert omnirun(tmp_path, "-m", *args) == 0
-    sweep = sweep_dir(tmp_path)
+    sweep = only_sweep_dir(tmp_path)
     summary = (sweep / "summary.md").read_text(encoding="utf-8")
     assert "Über" in summary and "Ärger x" in summary
     assert "\\u00dc" not in summary and '\\"' not in summary

@@ -12,18 +12,13 @@ import pytest
 
 from omnirun import compare, report
 
-from clirun import omnirun
+from clirun import omnirun, only_sweep_dir
 from samples import assert_png
 
 BENCH = ["task=benchmark", "benchmark.min_iterations=2", "benchmark.min_duration_s=0", "benchmark.warmup_runs=0"]
 
 
 METRIC_COLUMNS = {"output_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "max_rss_mb", "load_model_s"}
-
-
-def sweep_dir(root: Path) -> Path:
-    (sweep,) = list((root / "sweeps").iterdir())
-    return sweep
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +39,14 @@ def gen_sweep(runs_root: Path, tiny_llama: Path, prompts: Path) -> Path:
     """A 2x2 sweep: temperature x batch size."""
     args = [f"model.name={tiny_llama}", f"input.path={prompts}", "generation.max_new_tokens=3"]
     assert omnirun(runs_root / "gen", "-m", *args, "generation.temperature=0.2,0.7", "task.batch_size=1,2") == 0
-    return sweep_dir(runs_root / "gen")
+    return only_sweep_dir(runs_root / "gen")
 
 
 @pytest.fixture(scope="module")
 def bench_sweep(runs_root: Path, tiny_llama: Path) -> Path:
     args = [f"model.name={tiny_llama}", *BENCH, "benchmark.new_tokens=3", "benchmark.prompt_tokens=8"]
     assert omnirun(runs_root / "bench", "-m", *args, "benchmark.batch_size=1,2") == 0
-    return sweep_dir(runs_root / "bench")
+    return only_sweep_dir(runs_root / "bench")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def failing_sweep(runs_root: Path, tiny_llama: Path, prompts: Path) -> Path:
     missing = prompts.parent / "missing.jsonl"
     args = [f"model.name={tiny_llama}", f"input.path={prompts},{missing}", "generation.max_new_tokens=2"]
     assert omnirun(runs_root / "fail", "-m", *args, "task.batch_size=1,2") == 1  # a failed job: the sweep exits 1
-    return sweep_dir(runs_root / "fail")
+    return only_sweep_dir(runs_root / "fail")
 
 
 def test_load_runs_gives_one_row_per_job_with_the_swept_parameters(gen_sweep: Path) -> None:
