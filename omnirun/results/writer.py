@@ -63,7 +63,7 @@ def read_rows(path: Path) -> list[ResultRow]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):
         if line.strip():
             rows.append(ResultRow.from_json(json.loads(line)))
     return rows

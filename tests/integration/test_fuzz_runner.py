@@ -105,7 +105,7 @@ def test_every_line_gets_exactly_one_row(
         assert code == 2  # no line is a JSON object: not JSONL at all, refused before the model loads
         return
     assert code == 0
-    raw = (only_run_dir(tmp / "out") / "outputs.jsonl").read_text(encoding="utf-8").splitlines()
+    raw = (only_run_dir(tmp / "out") / "outputs.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
     rows = [json.loads(line) for line in raw]
     assert [r["id"] for r in rows] == [expected_id(obj, n) for n, (_, obj) in enumerate(lines, start=1)]
     for row in rows:
