@@ -44,7 +44,9 @@ def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[st
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / rundir.OUTPUTS
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def write_openai_batch(run_dir: Path, model: str) -> Path:
