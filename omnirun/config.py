@@ -266,6 +266,8 @@ class InputConfig:
     """A prompt template filled from the record's columns, e.g. 'Question: {question}\\nAnswer:'."""
     limit: int | None = None
     """Read at most this many records."""
+    streaming: bool = False
+    """Read a dataset as a stream (a hub dataset too big to download whole), record by record."""
     prompt: str | None = None
     """A single prompt from the command line, used when no path or dataset is given."""
     on_error: OnError = OnError.skip
