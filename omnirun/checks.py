@@ -65,6 +65,7 @@ GENERATION_TYPES: dict[str, tuple[type, ...]] = {
     "early_stopping": (bool,),
     "no_repeat_ngram_size": (int,),
     "length_penalty": (float, int),
+    "response_format": (dict, type(None)),
 }
 """What each generation parameter accepts from a record (JSON): an int is never a bool, a number is finite."""
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from omnirun import structured
 from omnirun.checks import GENERATION_TYPES, MAX_THREADS, check_max_memory, check_type, parse_choice
 from omnirun.choices import (
     Backend,
@@ -146,6 +147,9 @@ class GenerationConfig:
     """Forbid repeating any n-gram of this size; 0 disables it."""
     length_penalty: float = 1.0
     """Exponent on the length in beam scores (>0 favours longer outputs)."""
+    response_format: Any = None
+    """Constrained output, as in OpenAI's API: `{type: json_object}`, `{type: json_schema, json_schema: {name,
+    schema, strict}}` or `{type: regex, pattern: ...}`; null: free text (see omnirun/structured.py)."""
 
     def validate(self, prefix: str = "generation.") -> None:
         """Raise ConfigError (a ValueError) naming the parameter and the value when one is out of range."""
@@ -174,6 +178,8 @@ class GenerationConfig:
                 raise ConfigError(f"{prefix}{name} {rule}, got {value!r}")
         if self.do_sample and self.temperature == 0.0:
             raise ConfigError(f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy")
+        if self.response_format is not None:
+            self.response_format = structured.check_response_format(self.response_format, f"{prefix}response_format")
 
     def with_overrides(self, overrides: dict[str, Any], prefix: str = "generation.") -> GenerationConfig:
         """A copy with some fields replaced (e.g. per-record overrides), validated."""

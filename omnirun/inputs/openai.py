@@ -19,6 +19,7 @@ BODY_TO_GENERATION = {
     "top_k": "top_k",
     "repetition_penalty": "repetition_penalty",
     "min_tokens": "min_new_tokens",
+    "response_format": "response_format",
 }
 IGNORED_BODY_KEYS = frozenset({"model", "messages", "prompt", "user", "stream", "n", "seed", "metadata", "store"})
 
