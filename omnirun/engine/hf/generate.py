@@ -1,31 +1,47 @@
-"""Batched generation through `model.generate`: the generation config, the per-step timer, and the trimming
-of each generated row into a `Completion`."""
+"""Batched generation through `model.generate`: the generation config, the per-step timer, the logits processor
+that enforces each row's response_format (`constrain`), and the trimming of each generated row into a
+`Completion`."""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from omnirun.config import GenerationConfig, ModelType
 from omnirun.engine.base import Completion
+from omnirun.engine.hf import constrain
 from omnirun.engine.hf.loading import synchronize
 
 
 def generate_encoded(
-    model: Any, tokenizer: Any, model_type: ModelType, enc: Any, params: GenerationConfig, seed: int | None
+    model: Any,
+    tokenizer: Any,
+    model_type: ModelType,
+    enc: Any,
+    params: GenerationConfig,
+    seed: int | None,
+    formats: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[Completion]:
-    """One `model.generate` call over an encoded batch; one Completion per row, in order."""
+    """One `model.generate` call over an encoded batch; one Completion per row, in order. `formats` gives each
+    row its own response_format (None: every row takes `params.response_format`)."""
     import torch
 
     enc = enc.to(model.device)
     input_tokens = enc["attention_mask"].sum(dim=1).tolist()
+    rows = len(input_tokens)
+    formats = [params.response_format] * rows if formats is None else list(formats)
+    if len(formats) != rows:
+        raise ValueError(f"{len(formats)} response formats for a batch of {rows} prompts")
+    extra = constrained(model, tokenizer, formats, params)
     if seed is not None:
         torch.manual_seed(seed)
     timer = StepTimer() if params.num_beams == 1 else None
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**enc, generation_config=generation_config(model, tokenizer, params), streamer=timer)
+        config = generation_config(model, tokenizer, params)
+        out = model.generate(**enc, generation_config=config, streamer=timer, **extra)
     synchronize(model.device.type)
     e2e = time.perf_counter() - start
     new = out[:, enc["input_ids"].shape[1] :] if model_type == ModelType.causal_lm else out[:, 1:]
@@ -39,6 +55,18 @@ def generate_encoded(
         text = tokenizer.decode(tokens, skip_special_tokens=True)
         completions.append(Completion(text, int(n_in), len(tokens), finish, e2e, ttft, steps[: len(tokens)], tokens))
     return completions
+
+
+def constrained(
+    model: Any, tokenizer: Any, formats: Sequence[dict[str, Any] | None], params: GenerationConfig
+) -> dict[str, Any]:
+    """`generate`'s keyword arguments that enforce `formats` (one per row): a `logits_processor`, or nothing."""
+    found = constrain.processors(model, tokenizer, formats, params, eos_ids(model, tokenizer))
+    if not found:
+        return {}
+    from transformers import LogitsProcessorList
+
+    return {"logits_processor": LogitsProcessorList(found)}
 
 
 def generation_config(model: Any, tokenizer: Any, params: GenerationConfig) -> Any:

@@ -12,7 +12,8 @@ yields each piece as its token comes, and it is `generate` in every rule, by con
   lists, ...), tensorizes the special tokens, derives max_length / min_length, runs the encoder, makes the KV
   cache, the attention mask and position ids, and builds the logits processors and stopping criteria with
   its `_get_logits_processor` / `_get_stopping_criteria`. The callable keeps all of it and returns, so this
-  module has no list of processors that could fall behind `generate`'s.
+  module has no list of processors that could fall behind `generate`'s. A response_format's processor
+  (`constrain`) is passed as the non-streaming path passes it, so `generate` places it among its own.
 - `decode_steps` is the body of `GenerationMixin._sample` (Transformers 5.24) for one sequence: the same
   forward inputs, the same processors on fp32 logits, `argmax` when greedy and `torch.multinomial` on the
   softmax when sampling (so a seed reproduces `generate`'s sample), the same stopping criteria.
@@ -40,7 +41,7 @@ from typing import Any
 
 from omnirun.config import GenerationConfig, ModelType
 from omnirun.engine.base import Completion
-from omnirun.engine.hf.generate import eos_ids, generation_config
+from omnirun.engine.hf.generate import constrained, eos_ids, generation_config
 
 
 class TokenStream:
@@ -122,7 +123,8 @@ def prepare(model: Any, tokenizer: Any, enc: Any, params: GenerationConfig) -> P
         kept.append(Prepared(input_ids, logits_processor, stopping_criteria, generation_config, kw))
         return input_ids
 
-    model.generate(**enc, generation_config=generation_config(model, tokenizer, params), custom_generate=keep)
+    extra = constrained(model, tokenizer, [params.response_format], params)  # the response_format's processor
+    model.generate(**enc, generation_config=generation_config(model, tokenizer, params), custom_generate=keep, **extra)
     if not kept:  # a model class with its own `generate` that ignores `custom_generate`
         raise NotImplementedError(f"{type(model).__name__} cannot stream: its generate() has no custom_generate hook")
     return kept[0]
