@@ -40,7 +40,7 @@ def check_response_format(value: Any, key: str = "generation.response_format") -
             value = yaml.safe_load(value)
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key} must be a mapping such as {{type: json_object}}, got {value!r}")
-    fmt = {str(k): v for k, v in value.items()}
+    fmt = plain(value)
     kind = fmt.get("type")
     if kind not in TYPES:
         raise ConfigError(f"{key}.type must be one of {', '.join(TYPES)}, got {kind!r}")
@@ -62,6 +62,16 @@ def check_response_format(value: Any, key: str = "generation.response_format") -
     if problem is not None:
         raise ConfigError(f"{key}: {problem}")
     return fmt
+
+
+def plain(value: Any) -> Any:
+    """`value` with every mapping a dict (string keys) and every other sequence than a string a list, recursively
+    (a config framework's containers become the JSON values a schema is made of)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value
 
 
 def canonical(fmt: Mapping[str, Any]) -> str:

@@ -139,7 +139,7 @@ def test_cli_a_run_level_format_that_cannot_compile_exits_before_loading(
 def test_llama_cpp_batches_streams_and_caches() -> None:
     from omnirun.config import HardwareConfig, ModelConfig
     from omnirun.engine.llamacpp import LlamaCppEngine
-    from omnirun.engine.llamacpp.decode import _GRAMMARS
+    from omnirun.engine.llamacpp.decode import _GRAMMARS, Decoder
 
     engine = LlamaCppEngine(ModelConfig(), HardwareConfig()).load_model()
     try:
@@ -152,5 +152,7 @@ def test_llama_cpp_batches_streams_and_caches() -> None:
         assert "".join(stream) == done[0].text
         (grammars,) = _GRAMMARS.values()
         assert len(next(iter(grammars.values())).compiled) == 2  # each format compiled once
+        early = Decoder([[1]], params(SCHEMA), engine.tokenizer.eos_ids, 0, vocab_model=engine._model)
+        assert early.constraints is not None and early.constraints.live() == [0]  # compiled when made
     finally:
         engine.unload_model()

@@ -37,6 +37,13 @@ def test_formats_are_normalized() -> None:
     assert structured.check_response_format(REGEX) == REGEX
 
 
+def test_config_containers_become_plain_json_values() -> None:
+    from omegaconf import OmegaConf
+
+    fmt = structured.check_response_format(OmegaConf.create(SCHEMA))
+    assert fmt == SCHEMA and type(fmt["json_schema"]["schema"]["required"]) is list
+
+
 @pytest.mark.parametrize(
     ("fmt", "words"),
     [

@@ -177,7 +177,8 @@ class Sampler:
 
 class LlamaStream:
     """Iterate to get text pieces as tokens are produced; afterwards `completion` holds counts and timings.
-    Parameters are checked when the stream is made; the context is taken when iteration starts."""
+    Parameters are checked when the stream is made (with `vocab_model`, the llama.cpp model, its response_format
+    is compiled then too); the context is taken when iteration starts."""
 
     def __init__(
         self,
@@ -188,14 +189,16 @@ class LlamaStream:
         *,
         open_context: OpenContext,
         detokenize: Callable[[list[int]], str],
+        vocab_model: Any = None,
     ) -> None:
-        Decoder([prompt], params, eos, seed)  # raises now for what the backend cannot do
+        Decoder([prompt], params, eos, seed, vocab_model=vocab_model)  # raises now for what the backend cannot do
         self.prompt, self.params, self.eos, self.seed = prompt, params, eos, seed
+        self.vocab_model = vocab_model
         self.open_context, self.detokenize = open_context, detokenize
         self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[str]:
-        run = Decoder([self.prompt], self.params, self.eos, self.seed)
+        run = Decoder([self.prompt], self.params, self.eos, self.seed, vocab_model=self.vocab_model)
         tokens = run.tokens[0]
         ctx = self.open_context(1, run.longest)
         start = time.perf_counter()
