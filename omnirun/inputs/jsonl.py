@@ -1,44 +1,109 @@
-"""JSONL files: one record per line; a bad line becomes an error record naming the line."""
+"""Record files (`input.path`): JSONL (one record per line), a JSON array of records, or CSV/TSV with a header;
+plain or compressed (gzip, bz2, xz, zstd: see `compressed`). A bad line, element or row becomes an error
+record naming it, and the run goes on; a file that cannot be read at all raises InputError."""
 
 from __future__ import annotations
 
 import codecs
+import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
-from omnirun.inputs.records import Record, fill_template, make_record, sha256
+from omnirun.inputs import compressed
+from omnirun.inputs.compressed import ArrayError, BrokenStream, NotAnArray, TooLong, iter_array
+from omnirun.inputs.records import Record, fill_template, make_record
+
+if TYPE_CHECKING:
+    from omnirun.inputs.records import InputSpec
+
+BOM = codecs.BOM_UTF8
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 
-def read_jsonl(path: Path, cfg: InputConfig, base: GenerationConfig | None = None) -> tuple[list[Record], str]:
-    """Parse a JSONL file line by line; returns the records (bad lines carry `error`) and the file's sha256.
-    A UTF-8 byte-order mark at the start is skipped; `input.field`, `input.messages_field`, `input.id_field`
-    and `input.template` apply as they do to a dataset."""
+def read_jsonl(
+    path: Path, cfg: InputConfig, base: GenerationConfig | None = None, *, spec: InputSpec | None = None
+) -> tuple[list[Record], str]:
+    """Read a record file; returns the records (bad ones carry `error`) and the sha256 of the file as stored.
+    The format is told by the content (a JSON array starts with `[`) and the name (`.csv`, `.tsv`, also under
+    a compression suffix); anything else is JSONL. A UTF-8 byte-order mark is skipped; `input.field`,
+    `input.messages_field`, `input.id_field` and `input.template` apply as they do to a dataset; reading stops
+    after `input.limit` records. `spec`: the fields a non-generation task reads (None: prompt or messages)."""
+    check_file(path)
+    if compressed.is_parquet(path):
+        raise InputError(
+            f"input.path={str(path)!r} is a parquet file, not JSONL; read it with input.dataset={str(path)!r} "
+            "(and input.path=null)"
+        )
+    delimiter = CSV_DELIMITERS.get(compressed.data_suffix(path.name))
+    if delimiter is not None:
+        records = csv_records(path, delimiter, cfg, base, spec)
+    elif compressed.head(path).removeprefix(BOM).lstrip().startswith(b"["):
+        records = array_or_lines(path, cfg, base, spec)
+    else:
+        records = line_records(path, cfg, base, spec)
+    return records, compressed.file_sha256(path)
+
+
+def check_file(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(
+            f"input.path={str(path)!r} is a folder; input.path takes one file (for a folder or a glob of shards "
+            "use input.dataset)"
+        )
     if not path.is_file():
         raise InputError(f"input.path={str(path)!r}: no such file")
-    data = path.read_bytes()
-    body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
-    lines = body.splitlines()
-    if not any(line.strip() for line in lines):
-        raise InputError(f"input.path={str(path)!r} is empty; it needs one JSON object per line")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        message = f"input.path={str(path)!r} cannot be opened ({exc.strerror or exc}); check its permissions"
+        raise InputError(message) from exc
+
+
+# JSONL
+
+
+def line_records(
+    path: Path, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
+) -> list[Record]:
+    """One record per non-blank line, numbered from 1 as an editor numbers them."""
     records: list[Record] = []
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        records.append(parse_line(raw, lineno, len(records), cfg, base))
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(compressed.lines(path), start=1):
+            if isinstance(raw, TooLong):
+                records.append(too_long(raw, f"line {lineno}", lineno, len(records)))
+            elif raw.strip():
+                raw = raw.removeprefix(BOM) if lineno == 1 else raw
+                records.append(parse_line(raw, lineno, len(records), cfg, base, spec=spec))
+            if cfg.limit is not None and len(records) >= cfg.limit:
+                return records
+    except BrokenStream as exc:
+        records.append(broken(path, exc, lineno + 1, records, "line"))
+    if not records:
+        raise InputError(f"input.path={str(path)!r} is empty; it needs one JSON object per line")
     if all(r.error and r.error.split(": ", 1)[-1].startswith(NOT_AN_OBJECT) for r in records):
         raise InputError(
             f'input.path={str(path)!r} is not JSONL: no line is a JSON object (expected lines like {{"prompt": "..."}})'
         )
-    return records, sha256(data)
+    return records
 
 
 NOT_AN_OBJECT = ("not valid JSON", "not readable JSON", "expected a JSON object")
 
 
-def parse_line(raw: bytes, lineno: int, index: int, cfg: InputConfig, base: GenerationConfig | None = None) -> Record:
+def parse_line(
+    raw: bytes,
+    lineno: int,
+    index: int,
+    cfg: InputConfig,
+    base: GenerationConfig | None = None,
+    *,
+    spec: InputSpec | None = None,
+) -> Record:
     """One line as a record; whatever is wrong with it (encoding, JSON, nesting, a number too long, fields)
     becomes the record's error, naming the line."""
     where = f"line {lineno}"
@@ -52,15 +117,50 @@ def parse_line(raw: bytes, lineno: int, index: int, cfg: InputConfig, base: Gene
         return Record(index, str(lineno), error=f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
     except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting deeper than the parser allows
         return Record(index, str(lineno), error=f"{where}: not readable JSON ({type(exc).__name__}: {exc})"[:300])
+    return object_record(obj, where, str(lineno), index, cfg, base, spec=spec)
+
+
+def object_record(
+    obj: Any,
+    where: str,
+    default_id: str,
+    index: int,
+    cfg: InputConfig,
+    base: GenerationConfig | None,
+    *,
+    spec: InputSpec | None = None,
+    text_only: bool = False,
+) -> Record:
+    """A parsed line, element or row as a record; an error names `where`. `text_only` (CSV, whose values are
+    all strings) keeps the prompt, the id and the task's fields only, so a column that happens to share a
+    generation parameter's name is not read as one."""
     if not isinstance(obj, dict):
-        return Record(index, str(lineno), error=f"{where}: expected a JSON object, got {type(obj).__name__}")
+        return Record(index, default_id, error=f"{where}: expected a JSON object, got {type(obj).__name__}")
     try:
-        record = make_record(index, str(lineno), select_fields(obj, cfg), cfg.id_field, base)
-    except Exception as exc:  # anything unexpected about this line stays this line's problem
-        record = Record(index, str(lineno), error=f"{type(exc).__name__}: {exc}"[:300])
+        fields = select_fields(obj, cfg)
+        if text_only:
+            keep = {"prompt", *(spec.names if spec else ())}
+            fields = {k: v for k, v in fields.items() if k in keep or (k == cfg.id_field and v != "")}
+        record = new_record(index, default_id, fields, cfg.id_field, base, spec)
+    except Exception as exc:  # anything unexpected about this record stays this record's problem
+        record = Record(index, default_id, error=f"{type(exc).__name__}: {exc}"[:300])
     if record.error:
         record.error = f"{where}: {record.error}"
     return record
+
+
+def new_record(
+    index: int,
+    default_id: str,
+    obj: dict[str, Any],
+    id_field: str,
+    base: GenerationConfig | None,
+    spec: InputSpec | None,
+) -> Record:
+    """`make_record`, given the task's `spec` only when there is one (a generation task has none)."""
+    if spec is None:
+        return make_record(index, default_id, obj, id_field, base)
+    return make_record(index, default_id, obj, id_field, base, spec=spec)
 
 
 def select_fields(obj: dict[str, Any], cfg: InputConfig) -> dict[str, Any]:
@@ -75,3 +175,178 @@ def select_fields(obj: dict[str, Any], cfg: InputConfig) -> dict[str, Any]:
     elif cfg.field != "prompt" and cfg.field in obj:
         out["prompt"] = obj[cfg.field]
     return out
+
+
+def too_long(line: TooLong, where: str, lineno: int, index: int) -> Record:
+    limit = compressed.MAX_LINE_BYTES
+    error = f"{where}: {line.size:,} bytes, over the {limit:,}-byte limit for one record; shorten or split it"
+    return Record(index, str(lineno), error=error)
+
+
+def broken(path: Path, exc: BrokenStream, lineno: int, records: list[Record], unit: str) -> Record:
+    """The error record that ends a file whose stream breaks at `lineno`; InputError when nothing came before."""
+    what = f"input.path={str(path)!r} breaks off at line {lineno}: {exc}"
+    if not records:
+        raise InputError(f"{what}; nothing before it could be read (re-download or re-compress the file)")
+    return Record(
+        len(records),
+        str(lineno),
+        error=f"{what}; the {plural(len(records), unit)} before it were read (re-download or re-compress the file)",
+    )
+
+
+def plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+# JSON array
+
+
+def array_or_lines(
+    path: Path, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
+) -> list[Record]:
+    """A file that starts with `[`: a JSON array of records, or JSONL whose first line starts with `[`. When
+    the array is malformed or breaks off, the file is also read as JSONL and the reading that keeps more good
+    records wins, so a JSONL file with a stray first line loses none of its good lines."""
+    problem: InputError | None = None
+    try:
+        records, clean = array_records(path, cfg, base, spec)
+    except NotAnArray:
+        return line_records(path, cfg, base, spec)
+    except InputError as exc:
+        records, clean, problem = [], False, exc
+    if clean:
+        return records
+    try:
+        lines = line_records(path, cfg, base, spec)
+    except InputError:
+        lines = []
+    if count_good(lines) > count_good(records):
+        return lines
+    if problem is not None:
+        raise problem
+    return records
+
+
+def count_good(records: list[Record]) -> int:
+    return sum(r.error is None for r in records)
+
+
+def array_records(
+    path: Path, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
+) -> tuple[list[Record], bool]:
+    """Each element of a JSON array as a record (elements numbered from 1; the id defaults to that number, as
+    a JSONL line's to its line number), and whether the array was read cleanly to its end or `input.limit`.
+    The array is read whole: JSON gives no line to stop at. Raises NotAnArray when text follows the array."""
+    data, brk = compressed.read_all(path)
+    text = data.removeprefix(BOM).decode("utf-8", "surrogateescape")  # bad bytes: per-element errors later
+    records: list[Record] = []
+    try:
+        for number, line, obj in iter_array(text):
+            where = f"element {number} (line {line})"
+            records.append(object_record(obj, where, str(number), len(records), cfg, base, spec=spec))
+            if cfg.limit is not None and len(records) >= cfg.limit:
+                return records, True
+    except ArrayError as exc:
+        if brk is not None:
+            records.append(broken(path, brk, exc.line, records, "element"))
+        elif not records:
+            raise InputError(f"input.path={str(path)!r} is not a valid JSON array: {exc}") from None
+        else:
+            records.append(Record(len(records), str(exc.number), error=f"{exc}; the rest of the array is not read"))
+        return records, False
+    if brk is not None:
+        records.append(broken(path, brk, text.count("\n") + 1, records, "element"))
+        return records, False
+    if not records:
+        raise InputError(f'input.path={str(path)!r} is an empty JSON array; it needs objects like {{"prompt": ...}}')
+    return records, True
+
+
+# CSV / TSV
+
+
+def csv_records(
+    path: Path, delimiter: str, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
+) -> list[Record]:
+    """One record per row under the header row, named by the line it starts on (a quoted value may span
+    lines); the id defaults to that line number. A row with more or fewer fields than the header (a ragged
+    row) becomes an error record. Values are text, so only the prompt (`input.field` or `input.template`),
+    the id (`input.id_field`) and a task's `spec` fields are read, not per-record generation parameters."""
+    csv.field_size_limit(max(csv.field_size_limit(), compressed.MAX_LINE_BYTES))
+    long_lines: dict[int, int] = {}
+    reader = csv.reader(text_lines(path, long_lines), delimiter=delimiter)
+    header: list[str] | None = None
+    records: list[Record] = []
+    lineno = 1
+    try:
+        for values in reader:
+            lineno, first = reader.line_num + 1, lineno
+            if first in long_lines:
+                records.append(too_long(TooLong(long_lines[first]), f"line {first}", first, len(records)))
+            elif header is None and values:
+                header = values if spec else check_header(path, values, cfg)
+            elif values:
+                records.append(csv_record(header or [], values, first, len(records), cfg, base, spec))
+            if cfg.limit is not None and len(records) >= cfg.limit:
+                return records
+    except BrokenStream as exc:
+        records.append(broken(path, exc, lineno, records, "row"))
+    except csv.Error as exc:  # a quote still open at the end of the file
+        records.append(Record(len(records), str(lineno), error=f"line {lineno}: not readable CSV ({exc})"))
+    if not records:
+        raise InputError(f"input.path={str(path)!r} has no rows under a header; it needs a header and one row a line")
+    return records
+
+
+def text_lines(path: Path, long_lines: dict[int, int]) -> Iterator[str]:
+    """The file's lines as text for the csv module: invalid UTF-8 kept as lone surrogates (the row becomes an
+    error record), a line over the limit replaced by a blank one and its number and size noted in `long_lines`."""
+    for lineno, raw in enumerate(compressed.lines(path, keepends=True), start=1):
+        if isinstance(raw, TooLong):
+            long_lines[lineno] = raw.size
+            yield "\n"
+        else:
+            yield (raw.removeprefix(BOM) if lineno == 1 else raw).decode("utf-8", "surrogateescape")
+
+
+def check_header(path: Path, header: list[str], cfg: InputConfig) -> list[str]:
+    """The header row; InputError when it lacks the prompt column (every row would fail the same way)."""
+    if cfg.template is None and cfg.field not in header:
+        raise InputError(
+            f"input.field={cfg.field!r} is not a column of input.path={str(path)!r}; columns: {', '.join(header)} "
+            "(set input.field or input.template)"
+        )
+    return header
+
+
+def csv_record(
+    header: list[str],
+    values: list[str],
+    lineno: int,
+    index: int,
+    cfg: InputConfig,
+    base: GenerationConfig | None,
+    spec: InputSpec | None = None,
+) -> Record:
+    where = f"line {lineno}"
+    if len(values) != len(header):
+        return Record(
+            index,
+            str(lineno),
+            error=f"{where}: {plural(len(values), 'field')} where the header has {len(header)} "
+            "(an unquoted delimiter in a value, or a missing one?)",
+        )
+    if not all(valid_utf8(v) for v in values):
+        return Record(index, str(lineno), error=f"{where}: invalid UTF-8")
+    row = dict(zip(header, values, strict=True))
+    return object_record(row, where, str(lineno), index, cfg, base, spec=spec, text_only=True)
+
+
+def valid_utf8(text: str) -> bool:
+    """False for text holding bytes that were not UTF-8 (kept as lone surrogates by `text_lines`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
