@@ -24,6 +24,7 @@ class Backend(StrEnum):
     auto = "auto"
     transformers = "transformers"
     llama_cpp = "llama.cpp"
+    diffusers = "diffusers"
 
 
 class ModelType(StrEnum):
@@ -54,6 +55,38 @@ class TaskName(StrEnum):
     stream = "stream"
     benchmark = "benchmark"
     export = "export"
+    embed = "embed"
+    classify = "classify"
+    token_classify = "token_classify"
+    qa = "qa"
+    fill_mask = "fill_mask"
+    rerank = "rerank"
+    image_classify = "image_classify"
+    detect = "detect"
+    segment = "segment"
+    audio_classify = "audio_classify"
+    transcribe = "transcribe"
+    caption = "caption"
+    image = "image"
+
+
+class Pooling(StrEnum):
+    mean = "mean"
+    cls = "cls"
+    last = "last"
+
+
+class Aggregation(StrEnum):
+    none = "none"
+    simple = "simple"
+    first = "first"
+    average = "average"
+    max = "max"
+
+
+class EmbeddingsFormat(StrEnum):
+    jsonl = "jsonl"
+    npy = "npy"
 
 
 class TemplateMode(StrEnum):

@@ -16,14 +16,17 @@ from typing import Any
 from omnirun import structured
 from omnirun.checks import GENERATION_TYPES, MAX_THREADS, check_max_memory, check_type, parse_choice
 from omnirun.choices import (
+    Aggregation,
     Backend,
     Device,
     DType,
+    EmbeddingsFormat,
     ExportFormat,
     ModelInit,
     ModelType,
     OnError,
     Overflow,
+    Pooling,
     Quantization,
     TaskName,
     TemplateMode,
@@ -215,7 +218,44 @@ class TaskConfig:
     (a warning, and finish_reason `length`); `error` makes it an error row. A prompt that alone fills the
     context is always an error row."""
 
+    # -- embed, classify, token_classify, fill_mask, rerank, vision, audio and image tasks (README, Tasks)
+    pooling: Pooling = Pooling.mean
+    """task=embed: how token states become one vector: `mean` (over real tokens), `cls` (the first), `last`."""
+    normalize: bool = True
+    """task=embed (and rerank by cosine): scale each embedding to unit length."""
+    top_k: int = 5
+    """classify, fill_mask, image_classify, audio_classify: how many labels / tokens to report, best first."""
+    aggregation: Aggregation = Aggregation.simple
+    """task=token_classify: how sub-word predictions merge into entities (Transformers' aggregation_strategy)."""
+    threshold: float = 0.5
+    """task=detect: the lowest score a box is reported with."""
+    return_timestamps: bool = False
+    """task=transcribe: also write `chunks` with start/end times."""
+    chunk_length_s: float = 30.0
+    """task=transcribe: audio longer than this is transcribed in chunks of this many seconds (0: never)."""
+    num_inference_steps: int = 30
+    """task=image: denoising steps per image."""
+    guidance_scale: float = 7.5
+    """task=image: classifier-free guidance strength (1.0 or less turns it off)."""
+    height: int | None = None
+    """task=image: image height in pixels (null: the pipeline's default); a multiple of 8."""
+    width: int | None = None
+    """task=image: image width in pixels (null: the pipeline's default); a multiple of 8."""
+
     def validate(self) -> None:
+        checks = [
+            (self.top_k >= 1, "top_k", "must be >= 1"),
+            (0.0 <= self.threshold <= 1.0, "threshold", "must be between 0 and 1"),
+            (self.chunk_length_s >= 0, "chunk_length_s", "must be >= 0 (0: never chunk)"),
+            (self.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
+            (self.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
+        ]
+        for side in ("height", "width"):
+            value = getattr(self, side)
+            checks.append((value is None or (value >= 8 and value % 8 == 0), side, "must be a multiple of 8"))
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"task.{name} {rule}, got {getattr(self, name)!r}")
         bs = self.batch_size
         if bs == "auto":
             return
@@ -296,6 +336,8 @@ class OutputConfig:
     """Also write the results as a Hugging Face dataset (dataset/, save_to_disk) and outputs.parquet."""
     push_to_hub: str | None = None
     """A hub repo id to push that dataset to (needs output.dataset=true and a hub token)."""
+    embeddings: EmbeddingsFormat = EmbeddingsFormat.jsonl
+    """task=embed: `npy` also writes embeddings.npy (one row per record, input order; error rows are NaN)."""
 
 
 @dataclass

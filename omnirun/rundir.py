@@ -42,6 +42,10 @@ DATASET = "dataset"
 PARQUET = "outputs.parquet"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
+EMBEDDINGS_NPY = "embeddings.npy"
+MASKS = "masks"
+IMAGES = "images"
+"""Folders of PNGs: task=segment's masks and task=image's pictures (`<record index>-<n>.png`)."""
 ARTIFACTS = (METRICS, MANIFEST, CONFIG, BENCHMARK_JSON)
 """What a tracker uploads, when present."""
 

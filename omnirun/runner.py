@@ -20,7 +20,7 @@ from omnirun.errors import ConfigError, InputError, OmnirunError
 from omnirun.results import formats
 from omnirun.results.schema import RunMetrics, Status, to_jsonable
 from omnirun.rundir import RunDir
-from omnirun.tasks import TASKS, Job
+from omnirun.tasks import TASKS, Job, input_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def check(cfg: RunConfig) -> Checked:
     """Everything that can fail before a run directory exists: read the input, check the model path, the
     output folder and the hardware request (building the engine places the model: an impossible request is a
     ConfigError here, before any weights load)."""
-    data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat")
+    spec = input_spec(cfg.task.name)
+    data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat", spec=spec)
     if cfg.input.on_error == "fail" and data.problems:
         raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
     resolve(cfg.model.name, cfg.model.gguf_file)  # a missing local path or .gguf fails here

@@ -17,6 +17,7 @@ from omnirun.cli.preflight import CONF_DIR, preflight, to_run_config
 from omnirun.config import RunConfig
 from omnirun.confstore import load_saved, register_configs
 from omnirun.errors import ConfigError, first_line
+from omnirun.inputs import openai
 
 log = logging.getLogger("omnirun")
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         return
+    argv += batch_file_task(argv)
     overrides = [a for a in argv if not a.startswith("-")]
     raw = None
     if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):  # not --help, --cfg, ...
@@ -59,6 +61,16 @@ def main(argv: list[str] | None = None) -> None:
     if flags and sweep.failed_jobs:
         print(f"error: {len(sweep.failed_jobs)} sweep job(s) failed: {', '.join(sweep.failed_jobs)}", file=sys.stderr)
         sys.exit(1)
+
+
+def batch_file_task(argv: list[str]) -> list[str]:
+    """`task=<name>` when no task is given and input.path is an OpenAI batch file whose first request's URL
+    names a non-generation endpoint (`/v1/embeddings` -> embed, `/v1/score` and `/v1/rerank` -> rerank)."""
+    if any(a.lstrip("+").startswith("task=") for a in argv):
+        return []
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("input.path=")]
+    task = openai.task_of_file(paths[-1]) if paths else None
+    return [f"task={task}"] if task is not None else []
 
 
 def sweep_resume_overrides(overrides: list[str]) -> list[str]:

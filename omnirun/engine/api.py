@@ -10,6 +10,7 @@ from typing import Any
 
 from omnirun.checks import parse_choice
 from omnirun.config import (
+    Aggregation,
     Backend,
     Device,
     DType,
@@ -17,9 +18,13 @@ from omnirun.config import (
     HardwareConfig,
     ModelConfig,
     ModelInit,
+    Pooling,
     Quantization,
+    TaskConfig,
+    TaskName,
 )
 from omnirun.engine import source
+from omnirun.engine.base import Answer
 from omnirun.engine.hf import HfEngine
 
 
@@ -99,3 +104,43 @@ class TransformersEngine(HfEngine):
         model.validate()
         hardware.validate()
         super().__init__(model, hardware, generation=generation, batch_size=batch_size, auto_config=auto_config)
+
+    # ------------------------------------------------------------------ the non-generation tasks, in Python
+    def embed(self, texts: list[str], *, pooling: str = "mean", normalize: bool = True) -> list[list[float]]:
+        """One vector per text (task=embed): `pooling` mean / cls / last, unit length when `normalize`."""
+        options = {"pooling": parse_choice("pooling", Pooling, pooling), "normalize": normalize}
+        answers = self.run_task(TaskName.embed, [{"prompt": t} for t in texts], **options)
+        return [a.result["embedding"] for a in answers]
+
+    def classify(self, texts: list[str], *, top_k: int = 5) -> list[dict[str, Any]]:
+        """`{label, score, scores}` per text (task=classify)."""
+        return [a.result for a in self.run_task(TaskName.classify, [{"prompt": t} for t in texts], top_k=top_k)]
+
+    def tag(self, texts: list[str], *, aggregation: str = "simple") -> list[list[dict[str, Any]]]:
+        """The entities of each text (task=token_classify): `{entity, word, start, end, score}`."""
+        options = {"aggregation": parse_choice("aggregation", Aggregation, aggregation)}
+        answers = self.run_task(TaskName.token_classify, [{"prompt": t} for t in texts], **options)
+        return [a.result["entities"] for a in answers]
+
+    def answer(self, question: str, context: str) -> dict[str, Any]:
+        """The answer span of `context` (task=qa): `{answer, score, start, end}`."""
+        return self.run_task(TaskName.qa, [{"question": question, "context": context}])[0].result
+
+    def fill_mask(self, texts: list[str], *, top_k: int = 5) -> list[Any]:
+        """The likeliest tokens for the mask token of each text (task=fill_mask)."""
+        answers = self.run_task(TaskName.fill_mask, [{"prompt": t} for t in texts], top_k=top_k)
+        return [a.result["predictions"] for a in answers]
+
+    def rerank(self, query: str, documents: list[str]) -> dict[str, Any]:
+        """`{scores, ranking}` of `documents` for `query` (task=rerank)."""
+        return self.run_task(TaskName.rerank, [{"query": query, "documents": documents}])[0].result
+
+    def run_task(self, task: TaskName, items: list[dict[str, Any]], **options: Any) -> list[Answer]:
+        """Any non-generation task over `items` (a record's fields; `image` / `audio` as paths or values), with
+        `TaskConfig` options; loads the head the task needs (reloading when another head is loaded)."""
+        if self.task != task or self.head is None:
+            if self.is_loaded:
+                self.unload_model()
+            self.check_task(task)
+        self.load_model()
+        return self.analyze(task, items, TaskConfig(name=task, **options), self.default_generation)

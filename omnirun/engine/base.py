@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from omnirun.config import Device, ExportFormat, GenerationConfig, ModelType, TaskName
+from omnirun.config import Device, ExportFormat, GenerationConfig, ModelType, TaskConfig, TaskName
 
 if TYPE_CHECKING:
     from omnirun.engine.source import ModelSource
@@ -40,6 +40,22 @@ class Completion:
     empty under beam search)."""
     token_ids: list[int] = field(default_factory=list)
     """The generated token ids (what `output_tokens` counts)."""
+
+
+@dataclass
+class Answer:
+    """One item's answer: the fields written into its row, and what the task layer turns into files."""
+
+    result: dict[str, Any]
+    input_tokens: int | None = None
+    completion: Completion | None = None
+    """caption (and transcribe's text): the generated text with its token counts and finish reason."""
+    images: dict[str, list[Any]] = field(default_factory=dict)
+    """PIL images to save as PNGs under the run directory; the row's `result[key]` gets their paths."""
+    audio_s: float | None = None
+    """The input audio's duration (transcribe, audio_classify)."""
+    e2e_s: float | None = None
+    """Wall time of the call that answered it (the task layer sets it to its batch's time when unset)."""
 
 
 @dataclass
@@ -144,6 +160,18 @@ class EngineCore(Protocol):
     def memory(self) -> MemoryReport: ...
     def argmax_next(self, ids: list[int]) -> list[int]:
         """The greedy next token after every prefix of `ids` (one pass; for agreement checks)."""
+        ...
+
+    def analyze(
+        self,
+        task: TaskName,
+        items: list[dict[str, Any]],
+        options: TaskConfig,
+        params: GenerationConfig | None = None,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """A non-generation task (embed, classify, qa, transcribe, ...) over a batch of items (a record's
+        fields, images and audio decoded), one `Answer` per item in order; `params` for caption."""
         ...
 
     def check_task(self, task: TaskName) -> None:

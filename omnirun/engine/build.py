@@ -12,6 +12,7 @@ from typing import Protocol
 from omnirun.config import Backend, GenerationConfig, HardwareConfig, ModelConfig, TaskName
 from omnirun.engine import capabilities, source
 from omnirun.engine.base import Engine
+from omnirun.engine.diffusers import DiffusersEngine
 from omnirun.engine.hf import HfEngine
 from omnirun.engine.llamacpp import LlamaCppEngine
 from omnirun.errors import ConfigError
@@ -36,6 +37,7 @@ class EngineFactory(Protocol):
 BACKENDS: dict[Backend, EngineFactory] = {
     Backend.transformers: HfEngine,
     Backend.llama_cpp: LlamaCppEngine,
+    Backend.diffusers: DiffusersEngine,
 }
 """One line per backend; `hardware.choose_backend` picks the key."""
 
@@ -65,8 +67,14 @@ def build(
     Transformers for the others (e.g. `export`).
     """
     info = info or detect()
-    gguf = source.resolve(model.name, model.gguf_file).is_gguf
-    placement = place(hardware, info, gguf=gguf, batched=batched)
+    resolved = source.resolve(model.name, model.gguf_file)
+    if task == TaskName.image or hardware.backend == Backend.diffusers or source.is_diffusers(resolved):
+        placement = place_diffusers(model, hardware, info, task)
+        pipeline: Engine = DiffusersEngine(model, hardware, placement=placement, info=info, generation=generation)
+        if task is not None:
+            pipeline.check_task(task)
+        return pipeline
+    placement = place(hardware, info, gguf=resolved.is_gguf, batched=batched)
     family = capabilities.task_family(task) if task is not None else capabilities.GENERATE
     if placement.backend == Backend.llama_cpp and family != capabilities.GENERATE:
         if hardware.backend == Backend.llama_cpp:
@@ -78,3 +86,20 @@ def build(
     if task is not None:
         engine.check_task(task)
     return engine
+
+
+def place_diffusers(
+    model: ModelConfig, hardware: HardwareConfig, info: HardwareInfo, task: TaskName | None
+) -> Placement:
+    """The device for a diffusers pipeline; ConfigError when the model is not one or another backend is asked."""
+    if hardware.backend not in (Backend.auto, Backend.diffusers):
+        raise ConfigError(
+            f"task=image runs on the diffusers backend, not hardware.backend={hardware.backend}; use auto"
+        )
+    if not source.is_diffusers(source.resolve(model.name, model.gguf_file)):
+        raise ConfigError(
+            f"task={task or 'image'} needs a diffusers pipeline (a folder or hub id with model_index.json), "
+            f"and model {model.name!r} is not one"
+        )
+    placement = place(replace(hardware, backend=Backend.transformers), info, gguf=False)
+    return replace(placement, backend=Backend.diffusers, backend_reason="diffusers: the model is a diffusers pipeline")

@@ -22,6 +22,7 @@ from omnirun.errors import ConfigError
 
 GENERATE = "generate"
 EXPORT = "export"
+RERANK = "rerank"
 ANY = None
 """A task that serves every head (`export` writes whatever the checkpoint is)."""
 
@@ -186,6 +187,7 @@ TASK_FAMILY: dict[str, str | None] = {
     TaskName.stream: GENERATE,
     TaskName.benchmark: GENERATE,
     TaskName.export: ANY,
+    TaskName.caption: "image_to_text",
 }
 """The family each omnirun task needs; a task missing here needs the family of its own name (`classify`...)."""
 
@@ -261,6 +263,8 @@ def head_for(family: str | None, config: Any, model_type: ModelType | None = Non
     heads = heads_of(config)
     if family is ANY:
         return heads[0] if heads else None
+    if family == RERANK:  # a cross-encoder scores pairs; any other model ranks by embedding similarity
+        return head_for("classify", config) or head_for("embed", config)
     serving = [h for h in heads if h.family == family]
     if family == GENERATE and model_type is not None:
         wanted = "seq2seq" if model_type == ModelType.seq2seq else "causal-lm"
@@ -292,7 +296,8 @@ def serves(config: Any) -> str:
     """What a model can do, in one clause: its omnirun tasks, and its heads omnirun does not run yet."""
     heads = heads_of(config)
     families = {h.family for h in heads}
-    tasks = [str(t) for t in TaskName if (task_family(t) is ANY and heads) or task_family(t) in families]
+    served = {*families, RERANK} if families & {"classify", "embed"} else families
+    tasks = [str(t) for t in TaskName if (task_family(t) is ANY and heads) or task_family(t) in served]
     planned = [f"{h.family} ({h.description})" for h in heads if h.family not in {task_family(t) for t in TaskName}]
     text = f"it can serve task={', task='.join(tasks)}" if tasks else "omnirun cannot run it"
     if planned:

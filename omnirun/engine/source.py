@@ -100,6 +100,11 @@ def resolve(name: str, gguf_file: str | None = None) -> ModelSource:
     return ModelSource(name, SHORT_NAMES.get(name, name), "hub", gguf_file)
 
 
+def is_diffusers(source: ModelSource) -> bool:
+    """A diffusers pipeline: a local folder with model_index.json (a hub id is known only once downloaded)."""
+    return source.kind == "local" and (Path(source.path) / "model_index.json").is_file()
+
+
 def cache_root() -> Path:
     """The user cache for converted models: $OMNIRUN_CACHE, else $XDG_CACHE_HOME/omnirun, else ~/.cache/omnirun."""
     if env := os.environ.get("OMNIRUN_CACHE"):

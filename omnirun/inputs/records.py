@@ -33,10 +33,37 @@ class Record:
     """Why this record cannot be run; it is written as an error line instead."""
     openai: bool = False
     """Read from an OpenAI Batch API request line."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """A non-generation task's inputs besides `prompt` (`question`, `context`, `image`, `audio`, `documents`...),
+    as its `InputSpec` names them."""
+    url: str | None = None
+    """The OpenAI batch endpoint the request line named (`/v1/embeddings`, ...)."""
 
     def as_input(self) -> dict[str, Any]:
         """The input fields echoed into outputs.jsonl."""
         return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt}
+
+
+TEXT_FIELDS = frozenset({"prompt", "text_pair", "question", "context", "query", "negative_prompt"})
+LIST_FIELDS = frozenset({"documents", "texts"})
+MEDIA_FIELDS = frozenset({"image", "audio"})
+PROMPT_ALIASES = ("prompt", "text", "input")
+"""Where a task's main text may be: `{"prompt": ...}`, `{"text": ...}` or an embeddings request's `input`."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The fields a non-generation task reads from each record (its `id` aside)."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+    """The OpenAI batch endpoints the task serves."""
+    task: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
 
 
 @dataclass
@@ -55,19 +82,30 @@ class Inputs:
 
 
 def make_record(
-    index: int, default_id: str, obj: dict[str, Any], id_field: str = "id", base: GenerationConfig | None = None
+    index: int,
+    default_id: str,
+    obj: dict[str, Any],
+    id_field: str = "id",
+    base: GenerationConfig | None = None,
+    spec: InputSpec | None = None,
 ) -> Record:
     """Validate one input object: an id, `prompt` (non-empty string) or `messages`, generation overrides.
     An OpenAI Batch API request (`custom_id`, `body`) is translated first. The overrides are checked on top
-    of `base`, the run's generation settings (the defaults when not given)."""
+    of `base`, the run's generation settings (the defaults when not given). With `spec` (a non-generation
+    task), the record holds the fields the spec names instead (`make_task_record`)."""
     if openai.is_openai_request(obj):
         obj, problem = openai.from_openai_request(obj)
+        url = obj.pop("url", None)
+        if problem is None:
+            problem = openai.check_url(url, spec.urls if spec else openai.GENERATION_URLS, spec.task if spec else "")
         if problem:
-            return Record(index, str(obj["id"]), error=problem, openai=True)
-        record = make_record(index, default_id, obj, base=base)
-        record.openai = True
+            return Record(index, str(obj["id"]), error=problem, openai=True, url=url)
+        record = make_record(index, default_id, obj, base=base, spec=spec)
+        record.openai, record.url = True, url
         record.template = obj.get("template")
         return record
+    if spec is not None:
+        return make_task_record(index, default_id, obj, id_field, spec)
     raw_id = obj.get(id_field)
     rid = default_id if raw_id is None else str(raw_id)
     record = Record(index, rid)
@@ -103,6 +141,56 @@ def make_record(
         except (ConfigError, TypeError) as exc:
             record.error = f"bad generation override: {exc}"
     return record
+
+
+def make_task_record(index: int, default_id: str, obj: dict[str, Any], id_field: str, spec: InputSpec) -> Record:
+    """A record for a non-generation task: each field `spec` names, checked for its kind (text: a non-empty
+    string; `documents`: a non-empty list of strings; `image` / `audio`: a path, a URL or a dataset value)."""
+    raw_id = obj.get(id_field)
+    record = Record(index, default_id if raw_id is None else str(raw_id))
+    values = dict(obj)
+    if "prompt" in spec.names and values.get("prompt") is None:
+        values["prompt"] = next((obj[k] for k in PROMPT_ALIASES if obj.get(k) is not None), None)
+    for name in spec.names:
+        value = values.get(name)
+        if value is None:
+            if name in spec.required and not (name == "prompt" and values.get("texts") is not None):
+                record.error = f"missing {name!r} (task={spec.task} reads {', '.join(map(repr, spec.required))})"
+                return record
+            continue
+        problem = check_field(name, value)
+        if problem:
+            record.error = problem
+            return record
+        if name == "prompt":
+            record.prompt = value
+        else:
+            record.fields[name] = value
+    texts = values.get("texts")
+    if texts is not None and "prompt" in spec.names:
+        record.error = check_field("texts", texts)
+        record.fields["texts"] = texts
+    return record
+
+
+def check_field(name: str, value: Any) -> str | None:
+    """What is wrong with one task input field, or None."""
+    if name in TEXT_FIELDS:
+        if not isinstance(value, str):
+            return f"{name!r} must be a string, got {type(value).__name__}"
+        if not value.strip():
+            return f"{name!r} is empty"
+        return unencodable(value)
+    if name in LIST_FIELDS:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            return f"{name!r} must be a non-empty list of non-empty strings"
+        return unencodable(*value)
+    if name in MEDIA_FIELDS:
+        if isinstance(value, bool | int | float | list):
+            return f"{name!r} must be a file path, a URL or a dataset {name} value, got {type(value).__name__}"
+        if isinstance(value, str) and not value.strip():
+            return f"{name!r} is empty"
+    return None
 
 
 def unencodable(*texts: str | None) -> str | None:

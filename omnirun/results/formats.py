@@ -24,6 +24,11 @@ def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[st
         line["response"] = {"status_code": 400, "request_id": request_id, "body": None}
         line["error"] = {"code": "invalid_request", "message": row["error"]}
         return line
+    if row.get("url") in TASK_BODIES:
+        answer = TASK_BODIES[row["url"]](row, model, created)
+        line["response"] = {"status_code": 200, "request_id": request_id, "body": answer}
+        line["error"] = None
+        return line
     usage = {
         "prompt_tokens": row["input_tokens"],
         "completion_tokens": row["output_tokens"],
@@ -40,6 +45,44 @@ def to_openai_response(row: dict[str, Any], model: str, created: int) -> dict[st
     line["response"] = {"status_code": 200, "request_id": request_id, "body": body}
     line["error"] = None
     return line
+
+
+def embeddings_body(row: dict[str, Any], model: str, created: int) -> dict[str, Any]:
+    """`/v1/embeddings`: one `embedding` object per input, in input order."""
+    vectors = row["embeddings"] if "embeddings" in row else [row["embedding"]]
+    data = [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)]
+    tokens = row.get("input_tokens") or 0
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def score_body(row: dict[str, Any], model: str, created: int) -> dict[str, Any]:
+    """vLLM's `/v1/score`: one `score` object per `text_2`."""
+    data = [{"index": i, "object": "score", "score": s} for i, s in enumerate(row["scores"])]
+    tokens = row.get("input_tokens") or 0
+    return {
+        "id": f"score-{uuid.uuid4().hex[:24]}",
+        "object": "list",
+        "created": created,
+        "model": model,
+        "data": data,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def rerank_body(row: dict[str, Any], model: str, created: int) -> dict[str, Any]:
+    """vLLM's (Jina/Cohere-style) `/v1/rerank`: results best first, each with its document and score."""
+    docs = row["documents"]
+    results = [{"index": i, "document": {"text": docs[i]}, "relevance_score": row["scores"][i]} for i in row["ranking"]]
+    tokens = row.get("input_tokens") or 0
+    return {
+        "id": f"rerank-{uuid.uuid4().hex[:24]}",
+        "model": model,
+        "usage": {"total_tokens": tokens},
+        "results": results,
+    }
+
+
+TASK_BODIES = {"/v1/embeddings": embeddings_body, "/v1/score": score_body, "/v1/rerank": rerank_body}
 
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -82,6 +82,15 @@ class ResultRow:
     """task=stream only: when each new token was produced, from the call's start."""
     token_ids: list[int] | None = None
     """Not written; kept in memory for comparisons that need the exact tokens."""
+    inputs: dict[str, Any] | None = None
+    """A non-generation task's input fields, echoed (`prompt`, `question`, `image` path, ...); set for every
+    row of such a task, which is how a row says it is one."""
+    result: dict[str, Any] | None = None
+    """A non-generation task's answer fields (`embedding`, `label`, `scores`, `entities`, `answer`, ...)."""
+    audio_s: float | None = None
+    """task=transcribe / audio_classify: the input's duration in seconds."""
+    denoising_steps: int | None = None
+    """task=image: the denoising steps run for this record."""
 
     @property
     def ok(self) -> bool:
@@ -89,6 +98,8 @@ class ResultRow:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id}
+        if self.inputs is not None:
+            return self._task_json(out)
         if self.messages is not None:
             out["messages"] = self.messages
         else:
@@ -100,12 +111,33 @@ class ResultRow:
             out["token_times_ms"] = self.token_times_ms
         return out
 
+    def _task_json(self, out: dict[str, Any]) -> dict[str, Any]:
+        """A non-generation row: id, the inputs, the answer fields, then the generation and timing fields that
+        apply (caption generates text; the others have no output tokens)."""
+        out.update(self.inputs or {})
+        out.update(self.result or {})
+        for name in ("output", "output_tokens", "finish_reason", "ttft_ms", "tpot_ms", "audio_s", "denoising_steps"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        out["input_tokens"], out["e2e_ms"], out["error"] = self.input_tokens, self.e2e_ms, self.error
+        return out
+
     @staticmethod
     def from_json(obj: dict[str, Any]) -> ResultRow:
-        names = {f.name for f in dataclasses.fields(ResultRow)} - {"token_ids"}
+        names = {f.name for f in dataclasses.fields(ResultRow)} - {"token_ids", "inputs", "result"}
         row = ResultRow(**{k: v for k, v in obj.items() if k in names})
         row.id = str(row.id)
+        extra = {k: v for k, v in obj.items() if k not in names}
+        if extra or ("prompt" not in obj and "messages" not in obj):  # a non-generation task's row
+            row.inputs = {k: v for k, v in extra.items() if k in TASK_INPUT_FIELDS}
+            row.result = {k: v for k, v in extra.items() if k not in TASK_INPUT_FIELDS}
         return row
+
+
+TASK_INPUT_FIELDS = frozenset(
+    {"text_pair", "question", "context", "query", "documents", "texts", "image", "audio", "negative_prompt", "url"}
+)
+"""The input fields a non-generation row may echo (the rest of its extra fields are its answer)."""
 
 
 @dataclass
@@ -153,6 +185,16 @@ class RunMetrics:
     trainable_parameters: int | None = None
     """Those with `requires_grad` (quantized weights are not); null where the backend has no such notion."""
     benchmark: BenchmarkHeadline | None = None
+    samples_per_s: float | None = None
+    """Records answered without error / generation_s (for `image`: images/s)."""
+    input_tokens_per_s: float | None = None
+    """Input tokens of the records answered / generation_s (text encoders: embed, classify, ...)."""
+    audio_s: float | None = None
+    """transcribe, audio_classify: seconds of audio in the records answered."""
+    real_time_factor: float | None = None
+    """transcribe, audio_classify: audio seconds processed per second of generation_s (>1: faster than real time)."""
+    s_per_denoising_step: float | None = None
+    """task=image: generation_s / the denoising steps run over all records."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
 
@@ -181,6 +223,11 @@ class RunMetrics:
             num_parameters=obj.get("num_parameters"),
             trainable_parameters=obj.get("trainable_parameters"),
             benchmark=BenchmarkHeadline(**bench) if bench else None,
+            samples_per_s=obj.get("samples_per_s"),
+            input_tokens_per_s=obj.get("input_tokens_per_s"),
+            audio_s=obj.get("audio_s"),
+            real_time_factor=obj.get("real_time_factor"),
+            s_per_denoising_step=obj.get("s_per_denoising_step"),
             schema_version=obj.get("schema_version", SCHEMA_VERSION),
             error=obj.get("error"),
         )
@@ -204,14 +251,18 @@ def summarize(
     """Aggregate per-record results (the outputs.jsonl rows) into run metrics."""
     ok = [r for r in rows if r.ok]
     out_tokens = sum(r.output_tokens or 0 for r in ok)
-    return RunMetrics(
+    in_tokens = sum(r.input_tokens or 0 for r in ok)
+    timed = generation_s > 0 and bool(ok)
+    audio = [r.audio_s for r in ok if r.audio_s is not None]
+    steps = sum(r.denoising_steps or 0 for r in ok)
+    metrics = RunMetrics(
         status=status,
         load_model_s=load_model_s,
         total_s=total_s,
         generation_s=generation_s,
         num_samples=len(rows),
         num_errors=len(rows) - len(ok),
-        input_tokens=sum(r.input_tokens or 0 for r in ok),
+        input_tokens=in_tokens,
         output_tokens=out_tokens,
         output_tokens_per_s=out_tokens / generation_s if generation_s > 0 and ok else None,
         ttft_ms=Stats.of([r.ttft_ms for r in ok if r.ttft_ms is not None]),
@@ -221,6 +272,13 @@ def summarize(
         resumed_records=resumed_records,
         error=error,
     )
+    if timed and any(r.inputs is not None for r in rows):  # a non-generation task
+        metrics.samples_per_s = len(ok) / generation_s
+        metrics.input_tokens_per_s = in_tokens / generation_s if in_tokens else None
+        metrics.audio_s = sum(audio) if audio else None
+        metrics.real_time_factor = sum(audio) / generation_s if audio else None
+        metrics.s_per_denoising_step = generation_s / steps if steps else None
+    return metrics
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -7,6 +7,8 @@ handles a list of records (see `tasks.generate`) and wraps it in `RecordsTask`.
 from __future__ import annotations
 
 from omnirun.config import TaskName
+from omnirun.inputs.records import InputSpec
+from omnirun.tasks.analysis import SPECS, run_analysis, spec_for
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Task, TaskContext
 from omnirun.tasks.benchmark import run_benchmark
 from omnirun.tasks.export import run_export
@@ -22,5 +24,13 @@ TASKS: dict[TaskName, Task] = {
     TaskName.benchmark: run_benchmark,
     TaskName.export: run_export,
 }
+for _name in SPECS:  # embed, classify, ..., caption, image: one shape, the task's InputSpec apart
+    TASKS[_name] = RecordsTask(run_analysis, inputs=spec_for(_name))
 
-__all__ = ["TASKS", "WINDOW_BATCHES", "Job", "Task", "TaskContext"]
+__all__ = ["TASKS", "WINDOW_BATCHES", "Job", "Task", "TaskContext", "input_spec"]
+
+
+def input_spec(task: TaskName) -> InputSpec | None:
+    """The fields a task reads from each record; None: a generation task (prompt or messages)."""
+    runner = TASKS[task]
+    return runner.inputs if isinstance(runner, RecordsTask) else None

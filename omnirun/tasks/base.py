@@ -11,7 +11,7 @@ from typing import Protocol, TextIO
 from omnirun.config import GenerationConfig, Overflow, RunConfig, TaskConfig, TemplateMode
 from omnirun.distributed import Rank
 from omnirun.engine.base import Completion, Engine
-from omnirun.errors import ConfigError, first_line
+from omnirun.errors import ConfigError, InputError, first_line
 from omnirun.hardware import HardwareInfo
 from omnirun.inputs import Inputs, Record
 from omnirun.results.schema import ResultRow, RunMetrics
@@ -171,7 +171,7 @@ class RecordError(ValueError):
 def record_error(record: Record, exc: BaseException) -> str:
     """The error row's message: the record, the exception's type (unless it is our own) and its first line."""
     text = first_line(str(exc)) or type(exc).__name__
-    kind = "" if isinstance(exc, RecordError | ConfigError) else f"{type(exc).__name__}: "
+    kind = "" if isinstance(exc, RecordError | ConfigError | InputError) else f"{type(exc).__name__}: "
     return f"record {safe_text(record.id)}: {kind}{safe_text(text)[:300]}"
 
 

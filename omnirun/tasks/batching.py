@@ -3,9 +3,10 @@ a batch that runs out of memory is halved and retried."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import astuple
+from dataclasses import asdict
 from typing import Any
 
 from omnirun.engine.base import Completion, Engine
@@ -146,7 +147,8 @@ def plan_batches(items: list[Prepared], size: Callable[[], int], sort: bool) -> 
     groups: dict[tuple[Any, ...], list[Prepared]] = {}
     for item in items:
         assert item.params is not None  # prepared without error
-        groups.setdefault((astuple(item.params), item.add_special_tokens), []).append(item)
+        key = json.dumps(asdict(item.params), sort_keys=True, default=str)  # response_format is a dict
+        groups.setdefault((key, item.add_special_tokens), []).append(item)
     for group in groups.values():
         ordered = sorted(group, key=lambda i: i.n_tokens) if sort else group
         i = 0

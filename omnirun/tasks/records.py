@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from omnirun import distributed, rundir
+from omnirun.config import EmbeddingsFormat
 from omnirun.engine.base import Engine
 from omnirun.errors import ConfigError
 from omnirun.inputs import Record
+from omnirun.inputs.records import InputSpec
 from omnirun.results import timing
 from omnirun.results.schema import MemoryMetrics, ResultRow, RunMetrics, Status, summarize
 from omnirun.results.writer import ResultWriter
+from omnirun.tasks.analysis import write_embeddings_npy
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Progress, TaskContext
 from omnirun.tasks.interactive import run_interactive_chat
 
@@ -31,6 +34,8 @@ class RecordsTask:
     needs_chat_template: bool = False
     windowed: bool = True
     """Records are batched in windows (resume must restart at a window's start); false: one at a time."""
+    inputs: InputSpec | None = None
+    """A non-generation task's input fields (None: prompt or messages)."""
 
     def __call__(self, job: Job) -> RunMetrics:
         cfg, engine = job.cfg, job.engine
@@ -65,6 +70,8 @@ class RecordsTask:
         rows, generation_s, rss = writer.rows, gen.seconds, peak.max_rss_mb
         if job.rank is not None:
             rows, generation_s, rss = merge_ranks(job.run, job.rank, rows, generation_s, rss)
+        if cfg.output.embeddings == EmbeddingsFormat.npy and job.main:
+            write_embeddings_npy(job.run.path, job.run.path / rundir.OUTPUTS)
         if job.data.source == "interactive":
             generation_s = sum((r.e2e_ms or 0.0) for r in rows) / 1000  # the model's time, not the person typing
         memory = MemoryMetrics(rss, peak.max_cuda_allocated_mb, peak.max_cuda_reserved_mb, footprint)

@@ -120,7 +120,7 @@ def test_bad_combinations() -> None:
         (["model=foo"], "model=foo is not an option; choose one of: "),
         (
             ["task=dance"],
-            "task=dance is not an option; choose one of: batch, benchmark, chat, export, generate, stream",
+            "task=dance is not an option; choose one of: audio_classify, batch, benchmark, caption, chat, classify",
         ),
         (["hardware.device=tpu"], "hardware.device: Invalid value 'tpu', expected one of [auto, cpu, cuda, mps]"),
         (["generation.max_new_tokens=abc"], "generation.max_new_tokens: Value 'abc'"),

@@ -25,11 +25,12 @@ from omnirun.config import (
     ModelInit,
     ModelType,
     Quantization,
+    TaskConfig,
     TaskName,
 )
 from omnirun.engine import capabilities
 from omnirun.engine import source as models
-from omnirun.engine.base import NOT_LOADED, Completion, ConvenienceAPI, MemoryReport, ParameterCount, SavedModel
+from omnirun.engine.base import NOT_LOADED, Answer, Completion, ConvenienceAPI, MemoryReport, ParameterCount, SavedModel
 from omnirun.engine.hf import prepare
 from omnirun.engine.hf.generate import generate_encoded
 from omnirun.engine.hf.loading import (
@@ -37,6 +38,8 @@ from omnirun.engine.hf.loading import (
     check_placement,
     dense_copy,
     estimate_size,
+    logits_of,
+    memory_report,
     prepare_tokenizer,
     quiet_int8_cast_notes,
     release_memory,
@@ -90,6 +93,7 @@ class HfEngine(ConvenienceAPI):
         self._prepared = False
         self._path = ""
         self._common: dict[str, Any] = {}
+        self._analyzer: Any = None
 
     # ----------------------------------------------------------------------------------------------- loading
     @property
@@ -254,6 +258,8 @@ class HfEngine(ConvenienceAPI):
         if not info.int4_kernels:  # detect() leaves it unknown when it did not need torch
             info = replace(info, int4_kernels=hardware.torch_int4_kernels())
         request = request or self.hardware_config
+        if self.head is not None and self.head.family != capabilities.GENERATE:  # int4 copies serve decoding only
+            request = replace(request, optimize=False)
         placement = self.placement or hardware.place(
             replace(request, backend=Backend.transformers), info, gguf=source.is_gguf
         )
@@ -263,7 +269,7 @@ class HfEngine(ConvenienceAPI):
         """Drop the weights and tokenizer and give their memory back (RSS and CUDA cache)."""
         if self.model is None and self.tokenizer is None and self.preprocessor is None:
             return
-        self.model = self.tokenizer = self.preprocessor = self._config = None
+        self.model = self.tokenizer = self.preprocessor = self._config = self._analyzer = None
         self._prepared = False
         release_memory()
 
@@ -340,17 +346,7 @@ class HfEngine(ConvenienceAPI):
         return None
 
     def memory(self) -> MemoryReport:
-        import psutil
-        import torch
-
-        footprint = self.model.get_memory_footprint() / hardware.MB if self.model is not None else None
-        cuda = torch.cuda.is_available()
-        return MemoryReport(
-            model_footprint_mb=footprint,
-            rss_mb=psutil.Process().memory_info().rss / hardware.MB,
-            cuda_allocated_mb=torch.cuda.memory_allocated() / hardware.MB if cuda else None,
-            cuda_reserved_mb=torch.cuda.memory_reserved() / hardware.MB if cuda else None,
-        )
+        return memory_report(self.model)
 
     # ------------------------------------------------------------------------------------------- generation
     def generate(
@@ -378,21 +374,30 @@ class HfEngine(ConvenienceAPI):
             raise ValueError(f"streaming cannot use beam search (num_beams={params.num_beams}); set num_beams=1")
         return TokenStream(model, tokenizer, model_type, text, params, add_special_tokens=add_special_tokens, seed=seed)
 
+    def analyze(
+        self,
+        task: TaskName,
+        items: list[dict[str, Any]],
+        options: TaskConfig,
+        params: GenerationConfig | None = None,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """A non-generation task over a batch of items (see `engine.hf.analyze`), one Answer per item."""
+        from omnirun.engine.hf import analyze
+
+        model, head = self._model_and_head()
+        if self._analyzer is None:
+            base = head.name == capabilities.BASE.name
+            self._analyzer = analyze.Analyzer(model, self.preprocessor, self._path, self._common, base)
+        return self._analyzer.run(TaskName(task), items, options, params or self.default_generation, seed)
+
     def argmax_next(self, ids: list[int]) -> list[int]:
         """The greedy next token after every prefix of `ids` (one forward pass; causal LMs only)."""
-        import torch
-
         model, _, model_type = self._loaded()
         if model_type != ModelType.causal_lm:
             raise ValueError("argmax_next needs a causal LM")
-        with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([ids], device=model.device)).logits
-        return list(logits[0].argmax(dim=-1).tolist())
+        return list(logits_of(model, ids)[0].argmax(dim=-1).tolist())
 
     def next_logits(self, ids: list[int]) -> Any:
         """The fp32 logits of the token after `ids` (a 1-D tensor; causal LMs only)."""
-        import torch
-
-        model, _, _ = self._loaded()
-        with torch.inference_mode():
-            return model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float().cpu()
+        return logits_of(self._loaded()[0], ids)[0, -1].float().cpu()

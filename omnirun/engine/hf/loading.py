@@ -15,6 +15,7 @@ from typing import Any
 from omnirun import hardware
 from omnirun.config import DType, ModelConfig, ModelType, Quantization
 from omnirun.engine import source as models
+from omnirun.engine.base import MemoryReport
 from omnirun.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,15 @@ def estimate_size(model_cls: Any, config: Any, dtype: DType | None = None) -> ha
         layers = getattr(config, "num_hidden_layers", 0) or getattr(config, "num_layers", 0)
         params = 12 * layers * hidden * hidden + getattr(config, "vocab_size", 0) * hidden
     text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    layers = getattr(text_cfg, "num_hidden_layers", 0) or getattr(text_cfg, "num_layers", 0) or 0
-    heads = getattr(text_cfg, "num_attention_heads", 0) or getattr(text_cfg, "num_heads", 0) or 0
-    hidden = getattr(text_cfg, "hidden_size", 0) or getattr(text_cfg, "d_model", 0) or 0
-    head_dim = getattr(text_cfg, "head_dim", None) or (hidden // heads if heads else 0)
-    kv_heads = getattr(text_cfg, "num_key_value_heads", None) or heads
-    kv_dim = int(kv_heads * head_dim)
+
+    def number(*names: str) -> int:  # vision configs hold per-stage lists (SegFormer's num_attention_heads)
+        values = [getattr(text_cfg, n, None) for n in names]
+        return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), 0)
+
+    layers, heads = number("num_hidden_layers", "num_layers"), number("num_attention_heads", "num_heads")
+    hidden = number("hidden_size", "d_model")
+    head_dim = number("head_dim") or (hidden // heads if heads else 0)
+    kv_dim = int((number("num_key_value_heads") or heads) * head_dim)
     return hardware.ModelSize(params=int(params), num_layers=int(layers), kv_dim=kv_dim, dtype=dtype)
 
 
@@ -182,3 +186,26 @@ def release_memory() -> None:
 def device_key(key: str | int) -> str | int:
     """accelerate wants GPU indices in `max_memory` as ints; config files give them as strings."""
     return int(key) if isinstance(key, str) and key.isdigit() else key
+
+
+def memory_report(model: Any) -> MemoryReport:
+    """The model's footprint, this process's RSS and the CUDA allocator's figures."""
+    import psutil
+    import torch
+
+    footprint = model.get_memory_footprint() / hardware.MB if model is not None else None
+    cuda = torch.cuda.is_available()
+    return MemoryReport(
+        model_footprint_mb=footprint,
+        rss_mb=psutil.Process().memory_info().rss / hardware.MB,
+        cuda_allocated_mb=torch.cuda.memory_allocated() / hardware.MB if cuda else None,
+        cuda_reserved_mb=torch.cuda.memory_reserved() / hardware.MB if cuda else None,
+    )
+
+
+def logits_of(model: Any, ids: list[int]) -> Any:
+    """The model's logits for one sequence of token ids (one forward pass, no gradients)."""
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids], device=model.device)).logits

@@ -16,10 +16,27 @@ from pathlib import Path
 from typing import Any, Self
 
 from omnirun import hardware
-from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, ModelType, TaskName
+from omnirun.config import (
+    Backend,
+    Device,
+    GenerationConfig,
+    HardwareConfig,
+    ModelConfig,
+    ModelType,
+    TaskConfig,
+    TaskName,
+)
 from omnirun.engine import capabilities
 from omnirun.engine import source as models
-from omnirun.engine.base import NOT_LOADED, Completion, ConvenienceAPI, MemoryReport, ParameterCount, SavedModel
+from omnirun.engine.base import (
+    NOT_LOADED,
+    Answer,
+    Completion,
+    ConvenienceAPI,
+    MemoryReport,
+    ParameterCount,
+    SavedModel,
+)
 from omnirun.engine.llamacpp.context import MAX_BATCH_TOKENS, LlamaContextHandle
 from omnirun.engine.llamacpp.decode import Decoder, LlamaStream
 from omnirun.engine.llamacpp.native import GGUFTokenizer, cpu_has_amx, env_threads, init_llama_cpp
@@ -159,6 +176,17 @@ class LlamaCppEngine(ConvenienceAPI):
                 f"task={task} needs the Transformers backend (llama.cpp runs GGUF files for text generation only); "
                 "set hardware.backend=transformers or auto"
             )
+
+    def analyze(
+        self,
+        task: TaskName,
+        items: list[dict[str, Any]],
+        options: TaskConfig,
+        params: GenerationConfig | None = None,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        self.check_task(task)  # every non-generation task is refused there
+        raise ConfigError(f"task={task}: llama.cpp runs text generation only; set hardware.backend=transformers")
 
     def parameters(self) -> ParameterCount | None:
         """The GGUF model's parameter count (llama.cpp's n_params); nothing is trainable here."""

@@ -1,0 +1,184 @@
+"""The non-generation tasks (embed, classify, token_classify, qa, fill_mask, rerank, image_classify, detect,
+segment, audio_classify, transcribe, caption, image): records in windows, each window in batches through
+`engine.analyze`, rows written in input order. A batch that fails is retried record by record, so a corrupt
+image or a text without a mask token becomes that record's error row and the others are answered.
+
+Each task's inputs are an `InputSpec` (`SPECS`): the fields `inputs.read` validates into a record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omnirun import rundir
+from omnirun.config import TaskName
+from omnirun.engine.base import Answer, Engine
+from omnirun.errors import InputError
+from omnirun.inputs import Record
+from omnirun.inputs.media import describe
+from omnirun.inputs.openai import EMBEDDINGS_URL, RERANK_URL, SCORE_URL
+from omnirun.inputs.records import MEDIA_FIELDS, InputSpec
+from omnirun.results.schema import ResultRow
+from omnirun.tasks.base import Progress, TaskContext, record_error
+from omnirun.tasks.batching import write_finished
+
+TEXT = ("prompt",)
+SPECS: dict[TaskName, InputSpec] = {
+    TaskName.embed: InputSpec(TEXT, urls=(EMBEDDINGS_URL,)),
+    TaskName.classify: InputSpec(TEXT, ("text_pair",)),
+    TaskName.token_classify: InputSpec(TEXT),
+    TaskName.qa: InputSpec(("question", "context")),
+    TaskName.fill_mask: InputSpec(TEXT),
+    TaskName.rerank: InputSpec(("query", "documents"), ("top_n",), urls=(SCORE_URL, RERANK_URL)),
+    TaskName.image_classify: InputSpec(("image",)),
+    TaskName.detect: InputSpec(("image",)),
+    TaskName.segment: InputSpec(("image",)),
+    TaskName.audio_classify: InputSpec(("audio",)),
+    TaskName.transcribe: InputSpec(("audio",)),
+    TaskName.caption: InputSpec(("image",), TEXT),
+    TaskName.image: InputSpec(TEXT, ("negative_prompt",)),
+}
+"""What each non-generation task reads from a record (the task name is filled in by `spec_for`)."""
+
+
+def spec_for(task: TaskName) -> InputSpec | None:
+    """The task's input spec; None for the generation tasks (prompt or messages)."""
+    spec = SPECS.get(task)
+    return None if spec is None else InputSpec(spec.required, spec.optional, spec.urls, str(task))
+
+
+def run_analysis(engine: Engine, records: list[Record], ctx: TaskContext, progress: Progress) -> None:
+    """Answer the records window by window; on Ctrl-C the window's finished rows are written, then it goes on."""
+    for start in range(0, len(records), ctx.window):
+        done: dict[int, ResultRow] = {}
+        window = records[start : start + ctx.window]
+        try:
+            run_window(engine, window, ctx, progress, done)
+        except KeyboardInterrupt:
+            write_finished(ctx, window, done)
+            raise
+        write_finished(ctx, window, done)
+
+
+def run_window(
+    engine: Engine, window: list[Record], ctx: TaskContext, progress: Progress, done: dict[int, ResultRow]
+) -> None:
+    for record in window:
+        if record.error is not None:
+            done[record.index] = task_row(record, None, record.error, ctx)
+    progress.update(len(done), 0)
+    runnable = [r for r in window if r.error is None]
+    if ctx.task.sort_by_length:
+        runnable.sort(key=lambda r: len(r.prompt or "") + len(r.fields.get("context", "")))
+    for i in range(0, len(runnable), ctx.batch_size):
+        batch = runnable[i : i + ctx.batch_size]
+        for record, answer, error in answer_isolated(engine, batch, ctx):
+            done[record.index] = task_row(record, answer, error, ctx)
+        progress.update(len(batch), 0)
+
+
+Result = tuple[Record, Answer | None, str | None]
+
+
+def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext) -> list[Result]:
+    """One `engine.analyze` call for the batch; when it fails, each record alone, so the failure lands on the
+    records that cause it. A failure no record escapes before any record of the run succeeded is not about a
+    record (a broken model): it stops the run."""
+    start = time.perf_counter()
+    try:
+        answers = engine.analyze(
+            ctx.task.name, [item(r) for r in batch], ctx.task, ctx.generation, ctx.seed + batch[0].index
+        )
+        seconds = time.perf_counter() - start
+        for a in answers:
+            a.e2e_s = a.completion.e2e_s if a.completion is not None else a.e2e_s or seconds
+        results: list[Result] = [(r, a, None) for r, a in zip(batch, answers, strict=True)]
+    except Exception as exc:
+        if len(batch) == 1:
+            results = [(batch[0], None, record_error(batch[0], exc))]
+        else:
+            results = [r for record in batch for r in answer_isolated(engine, [record], ctx)]
+        if not ctx.succeeded and all(a is None for _, a, _ in results) and not about_the_input(exc):
+            raise
+    ctx.succeeded += sum(a is not None for _, a, _ in results)
+    return results
+
+
+def about_the_input(exc: BaseException) -> bool:
+    """An error that names the record's own input (an unreadable file, a text a pipeline rejects, such as one
+    without a mask token), as opposed to a broken model."""
+    return isinstance(exc, InputError) or type(exc).__name__ == "PipelineException"
+
+
+def item(record: Record) -> dict[str, Any]:
+    """A record's task inputs as the engine takes them."""
+    out: dict[str, Any] = dict(record.fields)
+    if record.prompt is not None:
+        out["prompt"] = record.prompt
+    return out
+
+
+def echo(record: Record) -> dict[str, Any]:
+    """The input fields written into the row (an image or audio value as its path)."""
+    out: dict[str, Any] = {}
+    if record.prompt is not None:
+        out["prompt"] = record.prompt
+    for name, value in record.fields.items():
+        out[name] = describe(value) if name in MEDIA_FIELDS else value
+    if record.url is not None:
+        out["url"] = record.url
+    return out
+
+
+def task_row(record: Record, answer: Answer | None, error: str | None, ctx: TaskContext) -> ResultRow:
+    """One outputs.jsonl row of a non-generation task; images in the answer are saved as PNGs first."""
+    row = ResultRow(id=record.id, inputs=echo(record))
+    if answer is None:
+        row.error = error
+        return row
+    result = dict(answer.result)
+    for key, images in answer.images.items():
+        result[key] = save_images(ctx, record, key, images)
+    row.result, row.input_tokens, row.audio_s = result, answer.input_tokens, answer.audio_s
+    c = answer.completion
+    if c is not None:
+        row.output, row.output_tokens, row.finish_reason = c.text, c.output_tokens, c.finish_reason
+        row.input_tokens = row.input_tokens if row.input_tokens is not None else c.input_tokens
+    row.e2e_ms = answer.e2e_s * 1000 if answer.e2e_s is not None else None
+    if ctx.task.name == TaskName.image:
+        row.denoising_steps = ctx.task.num_inference_steps
+    return row
+
+
+def save_images(ctx: TaskContext, record: Record, key: str, images: list[Any]) -> list[str]:
+    """PNG files `<key>/<record index>-<n>.png` under the run directory; their paths relative to it."""
+    run_dir = ctx.writer.path.parent
+    folder = run_dir / key
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for n, image in enumerate(images):
+        path = folder / f"{record.index:08d}-{n}.png"
+        image.save(path, format="PNG")
+        paths.append(str(path.relative_to(run_dir)))
+    return paths
+
+
+def write_embeddings_npy(run_dir: Path, rows_path: Path) -> Path:
+    """embeddings.npy: one row per record of outputs.jsonl, in input order (float32; NaN for error rows)."""
+    import numpy as np
+
+    vectors: list[list[float] | None] = []
+    for line in rows_path.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            vectors.append(json.loads(line).get("embedding"))
+    dim = next((len(v) for v in vectors if v), 0)
+    out = np.full((len(vectors), dim), np.nan, dtype=np.float32)
+    for i, v in enumerate(vectors):
+        if v:
+            out[i] = v
+    path = run_dir / rundir.EMBEDDINGS_NPY
+    np.save(path, out)
+    return path
