@@ -293,3 +293,16 @@ def test_models_that_cannot_serve_a_task_are_refused_in_one_line(
     assert "diffusers pipeline" in capsys.readouterr().err
     assert omnirun(tmp_path / "o", "task=qa", f"model.name={heads['bert-qa']}") == 2
     assert "task=qa reads question, context" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_embed_on_the_bundled_model(tmp_path: Path) -> None:
+    """Real weights: identical texts give identical vectors; a paraphrase is closer than an unrelated text."""
+    texts = ["The cat sat on the mat.", "A cat was sitting on the mat.", "Stock markets fell sharply today."]
+    records = jsonl(tmp_path / "e.jsonl", *({"id": str(i), "text": t} for i, t in enumerate([*texts, texts[0]])))
+    for pooling in ("mean", "last"):
+        rows, metrics, _ = run(tmp_path, Path("smollm2"), "embed", records, f"task.pooling={pooling}")  # a short name
+        vectors = [np.array(r["embedding"]) for r in rows]
+        assert rows[0]["dim"] == 576 and np.array_equal(vectors[0], vectors[3])
+        assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.1
+        assert metrics["samples_per_s"] > 0 and metrics["num_errors"] == 0
