@@ -220,7 +220,8 @@ def caption(
         ids = [t for t in row if t != tokenizer.pad_token_id]
         ended = bool(ids) and ids[-1] == tokenizer.eos_token_id
         text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-        completion = Completion(text, prompt_len, len(ids), "stop" if ended else "length", seconds, token_ids=ids)
+        prompt_tokens = 0 if model.config.is_encoder_decoder else prompt_len
+        completion = Completion(text, prompt_tokens, len(ids), "stop" if ended else "length", seconds, token_ids=ids)
         answers.append(Answer({}, completion=completion))
     return answers
 
