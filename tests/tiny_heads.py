@@ -8,7 +8,8 @@ into `path` and returns it. Kinds (`HEAD_KINDS`):
   token), `bert-base` (AutoModel, for embed), `cross-encoder` (1 label, for rerank);
 - vision: `vit-classifier`, `yolos` (object detection), `segformer` (semantic segmentation),
   `vit-gpt2` (a VisionEncoderDecoder captioner);
-- audio: `wav2vec2-classifier`, `wav2vec2-ctc` (speech recognition with a character vocabulary);
+- audio: `wav2vec2-classifier`, `wav2vec2-ctc` (speech recognition with a character vocabulary), `whisper`
+  (speech recognition, sequence to sequence, with Whisper's special tokens);
 - `tiny-sd`: a diffusers StableDiffusionPipeline folder (UNet, VAE, CLIP text encoder, scheduler).
 
 Labels are deterministic so a test can check them; the weights are random, so the answers are not meaningful:
@@ -22,7 +23,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from tiny_models import build_tokenizer
+from tiny_models import _trained_tokenizer_json, build_tokenizer
 
 HEAD_KINDS = (
     "bert-classifier",
@@ -37,6 +38,7 @@ HEAD_KINDS = (
     "vit-gpt2",
     "wav2vec2-classifier",
     "wav2vec2-ctc",
+    "whisper",
     "tiny-sd",
 )
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
@@ -144,6 +146,8 @@ def build_head(kind: str, path: str | Path, seed: int = 0) -> Path:
         _build_captioner(path)
     elif kind in ("wav2vec2-classifier", "wav2vec2-ctc"):
         _build_wav2vec2(path, ctc=kind == "wav2vec2-ctc")
+    elif kind == "whisper":
+        _build_whisper(path)
     elif kind == "tiny-sd":
         _build_tiny_sd(path)
     else:
@@ -199,6 +203,45 @@ def _build_wav2vec2(path: Path, *, ctc: bool) -> None:
         config = t.Wav2Vec2Config(**size, **_labels({0: "speech", 1: "music", 2: "noise"}))
         t.Wav2Vec2ForSequenceClassification(config).save_pretrained(path)
         extractor.save_pretrained(path)
+
+
+def _build_whisper(path: Path) -> None:
+    """WhisperForConditionalGeneration with the in-process BPE (saved as vocab.json + merges.txt) plus Whisper's
+    special tokens, an 80-bin feature extractor and a generation config for English transcription."""
+    import transformers as t
+    from tokenizers import Tokenizer
+
+    Tokenizer.from_str(_trained_tokenizer_json()).model.save(str(path))
+    end = "<|endoftext|>"
+    specials = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>"]
+    tok = t.WhisperTokenizer(
+        str(path / "vocab.json"), str(path / "merges.txt"), unk_token=end, bos_token=end, eos_token=end, pad_token=end
+    )
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    ids = {s: tok.convert_tokens_to_ids(s) for s in [end, *specials]}
+    size = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    config = t.WhisperConfig(
+        **size,
+        vocab_size=len(tok),
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=64,
+        pad_token_id=ids[end],
+        bos_token_id=ids[end],
+        eos_token_id=ids[end],
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+    )
+    model = t.WhisperForConditionalGeneration(config)
+    gen = model.generation_config
+    gen.decoder_start_token_id, gen.eos_token_id, gen.pad_token_id = ids["<|startoftranscript|>"], ids[end], ids[end]
+    gen.no_timestamps_token_id, gen.is_multilingual, gen.max_length = ids["<|notimestamps|>"], False, 64
+    gen.forced_decoder_ids, gen.begin_suppress_tokens, gen.suppress_tokens = None, None, []
+    model.save_pretrained(path)
+    t.WhisperProcessor(feature_extractor=t.WhisperFeatureExtractor(feature_size=80), tokenizer=tok).save_pretrained(
+        path
+    )
 
 
 def _build_tiny_sd(path: Path) -> None:

@@ -20,7 +20,7 @@ from clirun import omnirun, only_run_dir
 def heads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("heads")
     kinds = ("bert-classifier", "bert-ner", "bert-qa", "bert-mlm", "bert-base", "cross-encoder", "vit-classifier")
-    kinds += ("yolos", "segformer", "vit-gpt2", "wav2vec2-classifier", "wav2vec2-ctc", "tiny-sd")
+    kinds += ("yolos", "segformer", "vit-gpt2", "wav2vec2-classifier", "wav2vec2-ctc", "whisper", "tiny-sd")
     return {kind: build_head(kind, root / kind) for kind in kinds}
 
 
@@ -252,6 +252,15 @@ def test_audio(tmp_path: Path, heads: dict[str, Path], media: dict[str, Path]) -
         start, end = chunk["timestamp"]
         assert 0 <= start <= end <= 1.0 + 1e-6
     assert "corrupt.wav" in s3["error"] and metrics["real_time_factor"] > 0
+
+
+def test_whisper_transcribes_long_audio_in_chunks(tmp_path: Path, heads: dict[str, Path]) -> None:
+    long = write_wav(tmp_path / "long.wav", seconds=35.0)
+    records = jsonl(tmp_path / "a.jsonl", {"id": "long", "audio": str(long)}, {"id": "gone", "audio": "nope.flac"})
+    rows, metrics, _ = run(tmp_path, heads["whisper"], "transcribe", records, "generation.max_new_tokens=4")
+    long_row, gone = rows
+    assert isinstance(long_row["output"], str) and long_row["audio_s"] == pytest.approx(35.0)
+    assert "nope.flac" in gone["error"] and metrics["audio_s"] == pytest.approx(35.0)
 
 
 def test_caption(tmp_path: Path, heads: dict[str, Path], media: dict[str, Path]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
 from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
+from omnirun.engine.hf.generate import generation_config
 from omnirun.inputs import media
 
 PIPELINES = {
@@ -105,10 +106,12 @@ def call_options(task: TaskName, options: TaskConfig, item: dict[str, Any] | Non
     return {}
 
 
-def run_pipeline(pipe: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig) -> list[Answer]:
+def run_pipeline(
+    pipe: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig, params: GenerationConfig
+) -> list[Answer]:
     """One pipeline call over the batch (transcribe: one call per item, as chunking depends on its length)."""
     if task == TaskName.transcribe:
-        return [transcribe(pipe, item, options) for item in items]
+        return [transcribe(pipe, item, options, params) for item in items]
     inputs = [pipeline_input(task, item) for item in items]
     kwargs = call_options(task, options)
     # a pipeline given a one-element list unwraps some outputs and not others: call it on the input itself
@@ -169,12 +172,14 @@ def answer(task: TaskName, out: Any) -> Answer:
     raise ValueError(f"no pipeline answer for task={task}")
 
 
-def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig) -> Answer:
+def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig, params: GenerationConfig) -> Answer:
     """Speech to text; long audio in chunks; `chunks` with (start, end) seconds when timestamps are asked."""
     kwargs = call_options(TaskName.transcribe, options, item)
+    ctc = getattr(pipe, "type", "") in ("ctc", "ctc_with_lm")
     if options.return_timestamps:
-        ctc = getattr(pipe, "type", "") in ("ctc", "ctc_with_lm")
         kwargs["return_timestamps"] = "word" if ctc else True
+    if not ctc:  # a sequence-to-sequence model (Whisper) generates: the run's generation settings apply
+        kwargs["generate_kwargs"] = {"generation_config": generation_config(pipe.model, pipe.tokenizer, params)}
     start = time.perf_counter()
     out = pipe({"raw": item["audio"], "sampling_rate": item["sampling_rate"]}, **kwargs)
     text = str(out["text"])
@@ -194,8 +199,6 @@ def caption(
 ) -> list[Answer]:
     """Captions (or answers to `prompt` about the image) from the image processor and `generate`."""
     import torch
-
-    from omnirun.engine.hf.generate import generation_config
 
     tokenizer = parts.tokenizer
     images = [i["image"] for i in items]
@@ -248,7 +251,7 @@ class Analyzer:
         if task in PIPELINES:
             if task not in self.pipelines:
                 self.pipelines[task] = make_pipeline(task, model, self.parts, options)
-            answers = run_pipeline(self.pipelines[task], task, items, options)
+            answers = run_pipeline(self.pipelines[task], task, items, options, params)
             for item, a in zip(items, answers, strict=True):
                 a.audio_s = item.get("audio_s")
             return answers
