@@ -1,0 +1,97 @@
+"""Records of the tasks beyond generation: each task's fields validated into error records, OpenAI embeddings /
+score / rerank request lines, the URL that picks a task, and the row schema round trip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from omnirun.config import TaskConfig, TaskName
+from omnirun.errors import ConfigError
+from omnirun.inputs import make_record
+from omnirun.inputs.openai import task_of_file
+from omnirun.results.schema import ResultRow
+from omnirun.tasks import input_spec
+
+
+def record(task: TaskName, obj: dict) -> object:
+    return make_record(0, "0", obj, spec=input_spec(task))
+
+
+@pytest.mark.parametrize(
+    ("task", "obj", "error"),
+    [
+        (TaskName.qa, {"question": "q"}, "missing 'context' (task=qa reads 'question', 'context')"),
+        (TaskName.qa, {"question": 3, "context": "c"}, "'question' must be a string, got int"),
+        (TaskName.rerank, {"query": "q", "documents": []}, "'documents' must be a non-empty list"),
+        (TaskName.rerank, {"query": "q", "documents": ["a", ""]}, "'documents' must be a non-empty list"),
+        (TaskName.image_classify, {"image": 7}, "'image' must be a file path, a URL or a dataset image value"),
+        (TaskName.transcribe, {"audio": ""}, "'audio' is empty"),
+        (TaskName.embed, {"text": "\ud800"}, "lone surrogate"),
+        (TaskName.classify, {"prompt": "a", "text_pair": ""}, "'text_pair' is empty"),
+        (TaskName.image, {"negative_prompt": "x"}, "missing 'prompt'"),
+    ],
+)
+def test_bad_task_records_become_error_records(task: TaskName, obj: dict, error: str) -> None:
+    assert error in (record(task, obj).error or "")  # type: ignore[attr-defined]
+
+
+def test_task_fields_are_kept_and_text_is_an_alias_of_prompt() -> None:
+    qa = record(TaskName.qa, {"id": 5, "question": "q", "context": "c", "extra": 1})
+    assert qa.id == "5" and qa.fields == {"question": "q", "context": "c"} and qa.error is None  # type: ignore[attr-defined]
+    emb = record(TaskName.embed, {"text": "hello"})
+    assert emb.prompt == "hello"  # type: ignore[attr-defined]
+    cap = record(TaskName.caption, {"image": {"path": "a.png", "bytes": b"x"}})
+    assert cap.error is None and cap.prompt is None  # type: ignore[attr-defined]
+
+
+def request(url: str, body: dict) -> dict:
+    return {"custom_id": "r", "method": "POST", "url": url, "body": {"model": "m", **body}}
+
+
+def test_openai_task_requests() -> None:
+    one = record(TaskName.embed, request("/v1/embeddings", {"input": ["only"]}))
+    many = record(TaskName.embed, request("/v1/embeddings", {"input": ["a", "b"]}))
+    assert one.prompt == "only" and many.fields["texts"] == ["a", "b"] and many.error is None  # type: ignore[attr-defined]
+    score = record(TaskName.rerank, request("/v1/score", {"text_1": "q", "text_2": "d"}))
+    assert score.fields == {"query": "q", "documents": ["d"]} and score.url == "/v1/score"  # type: ignore[attr-defined]
+    rerank = record(TaskName.rerank, request("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 1}))
+    assert rerank.fields["top_n"] == 1  # type: ignore[attr-defined]
+    wrong = record(TaskName.rerank, request("/v1/embeddings", {"input": "x"}))
+    assert "cannot be served by task=rerank; run it with task=embed" in wrong.error  # type: ignore[attr-defined]
+    unknown = record(TaskName.embed, request("/v1/audio", {}))
+    assert "is not supported" in unknown.error  # type: ignore[attr-defined]
+    generation = make_record(0, "0", request("/v1/embeddings", {"input": "x"}))
+    assert "run it with task=embed" in (generation.error or "")
+
+
+def test_the_url_of_a_batch_file_picks_the_task(tmp_path: Path) -> None:
+    plain = tmp_path / "b.jsonl"
+    plain.write_text(json.dumps(request("/v1/rerank", {"query": "q", "documents": ["a"]})) + "\n")
+    zipped = tmp_path / "b.jsonl.gz"
+    zipped.write_bytes(gzip.compress(json.dumps(request("/v1/embeddings", {"input": "x"})).encode()))
+    chat = tmp_path / "c.jsonl"
+    chat.write_text(json.dumps(request("/v1/chat/completions", {"messages": []})) + "\n")
+    assert task_of_file(str(plain)) == "rerank" and task_of_file(str(zipped)) == "embed"
+    assert task_of_file(str(chat)) is None and task_of_file(str(tmp_path / "missing")) is None
+
+
+def test_task_rows_round_trip() -> None:
+    row = ResultRow(id="1", inputs={"question": "q", "context": "c"}, result={"answer": "a", "score": 0.5})
+    row.input_tokens, row.e2e_ms, row.audio_s = 7, 10.0, 2.0
+    obj = row.to_json()
+    assert list(obj)[:5] == ["id", "question", "context", "answer", "score"] and "output" not in obj
+    back = ResultRow.from_json(json.loads(json.dumps(obj)))
+    assert back.inputs == {"question": "q", "context": "c"} and back.result == {"answer": "a", "score": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("top_k", 0), ("threshold", 1.5), ("chunk_length_s", -1.0), ("num_inference_steps", 0), ("height", 30)],
+)
+def test_task_options_are_checked(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"task.{key}"):
+        TaskConfig(**{key: value}).validate()  # type: ignore[arg-type]
