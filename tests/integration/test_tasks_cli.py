@@ -315,3 +315,14 @@ def test_embed_on_the_bundled_model(tmp_path: Path) -> None:
         assert rows[0]["dim"] == 576 and np.array_equal(vectors[0], vectors[3])
         assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.1
         assert metrics["samples_per_s"] > 0 and metrics["num_errors"] == 0
+
+
+def test_sweep_over_a_task_option(tmp_path: Path, heads: dict[str, Path]) -> None:
+    from clirun import only_sweep_dir
+
+    records = jsonl(tmp_path / "e.jsonl", {"id": "a", "text": "the lazy dog"})
+    args = ("-m", "task=embed", f"model.name={heads['bert-base']}", f"input.path={records}", "task.pooling=mean,cls")
+    assert omnirun(tmp_path / "sweep", *args) == 0
+    sweep = only_sweep_dir(tmp_path / "sweep")
+    vectors = [json.loads((sweep / job / "outputs.jsonl").read_text())["embedding"] for job in ("0", "1")]
+    assert vectors[0] != vectors[1] and "completed" in (sweep / "summary.md").read_text()
