@@ -25,6 +25,7 @@ class Backend(StrEnum):
     transformers = "transformers"
     llama_cpp = "llama.cpp"
     diffusers = "diffusers"
+    onnxruntime = "onnxruntime"
 
 
 class ModelType(StrEnum):

@@ -15,6 +15,7 @@ from omnirun.engine.base import Engine
 from omnirun.engine.diffusers import DiffusersEngine
 from omnirun.engine.hf import HfEngine
 from omnirun.engine.llamacpp import LlamaCppEngine
+from omnirun.engine.onnxruntime import OrtEngine
 from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo, Placement, detect, place
 
@@ -38,6 +39,7 @@ BACKENDS: dict[Backend, EngineFactory] = {
     Backend.transformers: HfEngine,
     Backend.llama_cpp: LlamaCppEngine,
     Backend.diffusers: DiffusersEngine,
+    Backend.onnxruntime: OrtEngine,
 }
 """One line per backend; `hardware.choose_backend` picks the key."""
 
@@ -76,10 +78,11 @@ def build(
         return pipeline
     placement = place(hardware, info, gguf=resolved.is_gguf, batched=batched)
     family = capabilities.task_family(task) if task is not None else capabilities.GENERATE
-    if placement.backend == Backend.llama_cpp and family != capabilities.GENERATE:
-        if hardware.backend == Backend.llama_cpp:
-            raise ConfigError(f"backend=llama.cpp runs text generation only, not task={task}; use backend=auto")
-        why = f"transformers: llama.cpp not used (task={task} needs a Transformers model; llama.cpp only generates)"
+    if placement.backend in (Backend.llama_cpp, Backend.onnxruntime) and family != capabilities.GENERATE:
+        name = placement.backend
+        if hardware.backend == name:
+            raise ConfigError(f"backend={name} runs text generation only, not task={task}; use backend=auto")
+        why = f"transformers: {name} not used (task={task} needs a Transformers model; {name} only generates)"
         placement = replace(placement, backend=Backend.transformers, backend_reason=why)
     factory = BACKENDS[placement.backend]
     engine = factory(model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size)

@@ -3,6 +3,8 @@ functions of the request and a `HardwareInfo`, each returning its reason (used b
 
 from __future__ import annotations
 
+import importlib.util
+
 from omnirun.checks import parse_choice
 from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
@@ -24,6 +26,11 @@ def choose_backend(
         return Backend.llama_cpp, "llama.cpp as requested"
     if requested == Backend.transformers:
         return Backend.transformers, "transformers as requested"
+    if requested == Backend.onnxruntime:
+        problem = onnxruntime_problem(request, device)
+        if problem:
+            raise ConfigError(f"backend=onnxruntime: {problem}; use backend=transformers")
+        return Backend.onnxruntime, "onnxruntime as requested"
     problem = llama_cpp_problem(request, device, hw, gguf) if request.optimize else "automatic optimizations are off"
     if not problem and batched:
         problem = (
@@ -59,6 +66,19 @@ def llama_cpp_problem(request: HardwareConfig, device: Device, hw: HardwareInfo,
         explicit.append("device_map")
     if explicit:
         return f"hardware.{'/'.join(explicit)} set explicitly, which only Transformers honours"
+    return None
+
+
+def onnxruntime_problem(request: HardwareConfig, device: Device) -> str | None:
+    """Why the onnxruntime backend cannot serve this request, or None when it can."""
+    if device != Device.cpu:
+        return f"it runs on the CPU here, and the device is {device} (set hardware.device=cpu)"
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        return "onnxruntime-genai is not installed: `pip install 'omnirun[onnxruntime]'`"
+    if request.dtype not in (DType.auto, DType.checkpoint, DType.float32):
+        return f"hardware.dtype={request.dtype} is not offered (it computes in float32; weights via quantization)"
+    if request.device_map is not None:
+        return "hardware.device_map is a Transformers option"
     return None
 
 
