@@ -9,6 +9,7 @@ into one `outputs.jsonl` and writes the metrics for all ranks.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,14 +48,21 @@ def current() -> Rank | None:
 
 
 def shard(items: list[T], rank: Rank | None, unit: int = 1) -> list[T]:
-    """A contiguous block of `items` for this rank, made of whole `unit`s (blocks in rank order cover `items`
-    in order). With `unit` = the task's batching window, every rank forms exactly the batches a single
-    process would, so the outputs are the same."""
+    """A contiguous block of `items` for this rank (`shard_bounds`)."""
+    first, last = shard_bounds(len(items), rank, unit)
+    return items[first:last]
+
+
+def shard_bounds(n: int, rank: Rank | None, unit: int = 1) -> tuple[int, int]:
+    """The positions [first, last) of this rank's contiguous block of `n` items, made of whole `unit`s (blocks
+    in rank order cover the items in order), so records can be read lazily from there. With `unit` = the
+    task's batching window, every rank forms exactly the batches a single process would, so the outputs are
+    the same."""
     if rank is None:
-        return items
-    units = -(-len(items) // unit)
+        return 0, n
+    units = -(-n // unit)
     first, last = rank.index * units // rank.world, (rank.index + 1) * units // rank.world
-    return items[first * unit : last * unit]
+    return min(first * unit, n), min(last * unit, n)
 
 
 def from_main(value: T, rank: Rank | None) -> T:
@@ -87,10 +95,11 @@ def merge_shards(run_dir: Path, world: int) -> Path:
     run = RunDir(run_dir)
     target = run.outputs
     parts = [run.shard(r) for r in range(world)]
-    with target.open("w", encoding="utf-8") as out:
+    with target.open("wb") as out:
         for part in parts:
             if part.exists():
-                out.write(part.read_text(encoding="utf-8"))
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out)  # in chunks: a shard is never held in memory
     for part in parts:
         part.unlink(missing_ok=True)
     return target

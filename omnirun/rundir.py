@@ -8,6 +8,7 @@ ever overwritten except metrics.json, which a resumed run archives first (metric
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -15,6 +16,8 @@ import re
 import shlex
 import subprocess
 import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import metadata
@@ -260,31 +263,31 @@ def check_same_job(run: RunDir, config_sha: str, fingerprint: str | None, force:
         )
 
 
-def finished_ids(run: RunDir) -> list[str]:
-    """The ids of the complete lines of outputs.jsonl, in order. A half-written last line (what a kill
-    mid-write leaves) is cut off; a damaged line with good lines after it is never dropped silently: it
-    stops the resume with the line's number."""
+def finished_ids(run: RunDir) -> Iterator[str]:
+    """The ids of the complete lines of outputs.jsonl, in order, read a line at a time. A half-written last
+    line (what a kill mid-write leaves) is cut off the file once the ids before it are read; a damaged line
+    with good lines after it is never dropped silently: it stops the resume with the line's number."""
     path = run.outputs
     if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    good_bytes, ids = 0, []
-    for number, line in enumerate(lines, start=1):
-        row_id = line_id(line) if line.endswith(b"\n") else None
-        if row_id is None:
-            if number < len(lines):
-                raise ConfigError(
-                    f"cannot resume {run}: {OUTPUTS} line {number} is damaged and {len(lines) - number} lines "
-                    "follow it; repair or delete that line, or start a new run"
-                )
-            break
-        ids.append(row_id)
-        good_bytes += len(line)
-    if len(data) > good_bytes:
+        return
+    good_bytes, cut = 0, False
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            row_id = line_id(line) if line.endswith(b"\n") else None
+            if row_id is None:
+                following = sum(1 for _ in f)
+                if following:
+                    raise ConfigError(
+                        f"cannot resume {run}: {OUTPUTS} line {number} is damaged and {following} lines "
+                        "follow it; repair or delete that line, or start a new run"
+                    )
+                cut = True
+                break
+            good_bytes += len(line)
+            yield row_id
+    if cut:
         with path.open("r+b") as f:
             f.truncate(good_bytes)
-    return ids
 
 
 def line_id(line: bytes) -> str | None:
@@ -295,23 +298,43 @@ def line_id(line: bytes) -> str | None:
     return str(row["id"]) if isinstance(row, dict) and "id" in row else None
 
 
-def finished_prefix(run: RunDir, expected_ids: list[str], window: int = 1) -> int:
+def finished_prefix(run: RunDir, expected_ids: Iterable[str], window: int = 1) -> int:
     """How many records are done, and keep exactly those in outputs.jsonl: the finished lines must be the first
     records of the input in order. With `window` > 1 (records are batched window by window, aligned to input
     positions), a partly written last window (Ctrl-C, a disk-full crash) is dropped back to its start, so that
-    the resumed run forms the same batches, with the same seeds, as an uninterrupted run."""
-    ids = finished_ids(run)
-    matched = next((i for i, (a, b) in enumerate(zip(ids, expected_ids, strict=False)) if a != b), len(ids))
-    matched = min(matched, len(expected_ids))
+    the resumed run forms the same batches, with the same seeds, as an uninterrupted run. Both outputs.jsonl
+    and `expected_ids` are read one line / id at a time: memory holds at most a window of ids."""
+    width = max(window, 1)
+    expected = iter(expected_ids)
+    recent: deque[str] = deque(maxlen=width)  # the last expected ids matched (the kept window's start is here)
+    ahead: list[str] = []  # expected ids read past the matched ones
+    tail: set[str] = set()  # distinct ids of finished lines after the first mismatch (bounded: > width fails)
+    lines = matched = 0
+    for row_id in finished_ids(run):  # read to the end: a damaged line further on must still stop the resume
+        lines += 1
+        if lines - 1 == matched and not ahead:
+            want = next(expected, None)
+            if want == row_id:
+                matched += 1
+                recent.append(row_id)
+                continue
+            if want is not None:
+                ahead.append(want)
+        if len(tail) <= width:
+            tail.add(row_id)
     keep = matched - matched % window if window > 1 else matched
-    tail = ids[matched:]
-    window_ids = set(expected_ids[keep : keep + window]) if window > 1 else set()
-    if tail and not set(tail) <= window_ids:
+    if window > 1:
+        before = list(recent)[len(recent) - (matched - keep) :] if matched > keep else []
+        after = ahead + list(itertools.islice(expected, max(0, keep + window - matched - len(ahead))))
+        window_ids = set(before + after[: keep + window - matched])
+    else:
+        window_ids = set()
+    if tail and not tail <= window_ids:
         raise ConfigError(
-            f"cannot resume {run}: its {OUTPUTS} does not match the first {len(ids)} input records "
+            f"cannot resume {run}: its {OUTPUTS} does not match the first {lines} input records "
             "(the input changed?); start a new run"
         )
-    if keep < len(ids):
+    if keep < lines:
         truncate_lines(run.outputs, keep)
     return keep
 

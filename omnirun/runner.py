@@ -107,7 +107,7 @@ def prepare_resume(cfg: RunConfig, run: RunDir, data: inputs.Inputs, config_sha:
     batching window the earlier attempt used (the resumed run keeps it, so its batches are the same)."""
     check_resumable(cfg, run, data, config_sha)
     window = rundir.window_of(run)
-    done = rundir.finished_prefix(run, [r.id for r in data.records], window)
+    done = rundir.finished_prefix(run, (r.id for r in data.records), window)
     run.archive_metrics()
     run.error.unlink(missing_ok=True)  # a stale error.txt of the earlier attempt would mislead
     log.info("resuming %s: %d records done, %d to go", run, done, len(data.records) - done)

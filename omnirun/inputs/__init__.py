@@ -1,6 +1,7 @@
 """Inputs: JSONL files, Hugging Face datasets, OpenAI batch request lines, or one prompt from the command line,
-read into validated `Record`s. A bad record carries `error` (the run writes an error line for it and goes on);
-an input that cannot be read at all raises InputError at once."""
+read into validated `Record`s, lazily (a first pass counts them and keeps the first problems; the run reads
+them again window by window, so memory does not grow with the input). A bad record carries `error` (the run
+writes an error line for it and goes on); an input that cannot be read at all raises InputError at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
 from omnirun.inputs.dataset import read_dataset
 from omnirun.inputs.jsonl import read_jsonl
-from omnirun.inputs.records import DEFAULT_PROMPT, Inputs, InputSpec, Record, make_record, sha256
+from omnirun.inputs.records import DEFAULT_PROMPT, Inputs, InputSpec, Record, Records, make_record, sha256
 
-__all__ = ["DEFAULT_PROMPT", "Inputs", "Record", "make_record", "read", "read_dataset", "read_jsonl"]
+__all__ = ["DEFAULT_PROMPT", "Inputs", "Record", "Records", "make_record", "read", "read_dataset", "read_jsonl"]
 
 
 def read(
@@ -32,15 +33,11 @@ def read(
         raise InputError(f"task={spec.task} reads {need} from each record; give input.path or input.dataset")
     if cfg.path is not None:
         records, fingerprint = read_jsonl(Path(cfg.path).expanduser(), cfg, base, spec=spec)
-        inputs = Inputs(records, "jsonl", fingerprint, openai=any(r.openai for r in records))
-    elif cfg.dataset is not None:
-        inputs = read_dataset(cfg, base, spec=spec)
-    elif cfg.prompt is None and interactive_when_empty:
-        return Inputs([], "interactive", None)
-    else:
-        text = cfg.prompt if cfg.prompt is not None else DEFAULT_PROMPT
-        record = make_record(0, "0", {"prompt": text}, base=base, spec=spec)
-        inputs = Inputs([record], "prompt", sha256(text.encode()))
-    if cfg.limit is not None:
-        inputs.records = inputs.records[: cfg.limit]
-    return inputs
+        return Inputs(records, "jsonl", fingerprint, openai=records.openai)
+    if cfg.dataset is not None:
+        return read_dataset(cfg, base, spec=spec)
+    if cfg.prompt is None and interactive_when_empty:
+        return Inputs(Records.of([]), "interactive", None)
+    text = cfg.prompt if cfg.prompt is not None else DEFAULT_PROMPT
+    record = make_record(0, "0", {"prompt": text}, base=base, spec=spec)
+    return Inputs(Records.of([record][: cfg.limit]), "prompt", sha256(text.encode()))

@@ -15,15 +15,16 @@ from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
 from omnirun.inputs import compressed
 from omnirun.inputs.jsonl import new_record
-from omnirun.inputs.records import Inputs, Record, fill_template
+from omnirun.inputs.records import Inputs, Record, Records, fill_template
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
 
 
 def read_dataset(cfg: InputConfig, base: GenerationConfig | None = None, *, spec: InputSpec | None = None) -> Inputs:
-    """The rows of `input.dataset` as records (at most `input.limit`; a stream stops reading there). A stream
-    that breaks part-way keeps the rows before the break and ends with one error record. `spec`: the columns
+    """The rows of `input.dataset` as records (at most `input.limit`; a stream stops reading there), read
+    lazily after a first pass that keeps none (`Records.scan`; a stream is read twice). A stream that breaks
+    part-way keeps the rows before the break and ends with one error record. `spec`: the columns
     a non-generation task reads (None: the prompt or the messages)."""
     assert cfg.dataset is not None
     ds = load_dataset_any(cfg.dataset, cfg.split, streaming=cfg.streaming)
@@ -31,17 +32,28 @@ def read_dataset(cfg: InputConfig, base: GenerationConfig | None = None, *, spec
         ds = ds.take(cfg.limit) if is_stream(ds) else ds.select(range(min(cfg.limit, len(ds))))
     columns = column_names(ds, cfg.dataset)
     uses_messages = check_columns(cfg, columns) if spec is None else check_task_columns(cfg, columns, spec)
-    records: list[Record] = []
+    records = Records.scan(lambda: dataset_records(ds, cfg, uses_messages, base, spec))
+    return Inputs(records, "dataset", fingerprint(ds, cfg.dataset))
+
+
+def dataset_records(
+    ds: Any, cfg: InputConfig, uses_messages: bool, base: GenerationConfig | None, spec: InputSpec | None
+) -> Iterator[Record]:
+    """The rows as records, as they are read; a break after some rows ends with one error record, a break
+    before any is InputError."""
+    assert cfg.dataset is not None
+    n = 0
     try:
         for index, row in enumerate(iter_rows(ds)):
-            records.append(row_record(index, row, cfg, uses_messages, base, spec))
+            yield row_record(index, row, cfg, uses_messages, base, spec)
+            n += 1
+            if cfg.limit is not None and n >= cfg.limit:  # a stream may read ahead of its take()
+                return
     except StreamBreak as exc:
-        if not records:
+        if not n:
             raise InputError(unreadable(cfg.dataset, str(exc))) from None
-        n = len(records)
         message = f"row {n}: input.dataset={cfg.dataset!r} stopped being readable ({exc})"
-        records.append(Record(n, str(n), error=f"{message}; the rows before it (0 to {n - 1}) were read"))
-    return Inputs(records, "dataset", fingerprint(ds, cfg.dataset))
+        yield Record(n, str(n), error=f"{message}; the rows before it (0 to {n - 1}) were read")
 
 
 def check_columns(cfg: InputConfig, columns: list[str]) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
 from omnirun.inputs import compressed
 from omnirun.inputs.compressed import ArrayError, BrokenStream, NotAnArray, TooLong, iter_array
-from omnirun.inputs.records import Record, fill_template, make_record
+from omnirun.inputs.records import Record, Records, fill_template, make_record
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
@@ -26,8 +26,10 @@ CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 def read_jsonl(
     path: Path, cfg: InputConfig, base: GenerationConfig | None = None, *, spec: InputSpec | None = None
-) -> tuple[list[Record], str]:
-    """Read a record file; returns the records (bad ones carry `error`) and the sha256 of the file as stored.
+) -> tuple[Records, str]:
+    """Read a record file; returns the records (bad ones carry `error`), read lazily after one first pass that
+    keeps none of them (`Records.scan`: the count and the problems), and the sha256 of the file as stored (a
+    streaming pass over its bytes).
     The format is told by the content (a JSON array starts with `[`) and the name (`.csv`, `.tsv`, also under
     a compression suffix); anything else is JSONL. A UTF-8 byte-order mark is skipped; `input.field`,
     `input.messages_field`, `input.id_field` and `input.template` apply as they do to a dataset; reading stops
@@ -40,12 +42,16 @@ def read_jsonl(
         )
     delimiter = CSV_DELIMITERS.get(compressed.data_suffix(path.name))
     if delimiter is not None:
-        records = csv_records(path, delimiter, cfg, base, spec)
+        opener: Opener = lambda: csv_records(path, delimiter, cfg, base, spec)  # noqa: E731
     elif compressed.head(path).removeprefix(BOM).lstrip().startswith(b"["):
-        records = array_or_lines(path, cfg, base, spec)
+        opener = array_or_lines(path, cfg, base, spec)
     else:
-        records = line_records(path, cfg, base, spec)
-    return records, compressed.file_sha256(path)
+        opener = lambda: line_records(path, cfg, base, spec)  # noqa: E731
+    return Records.scan(opener, cfg.limit), compressed.file_sha256(path)
+
+
+Opener = Callable[[], Iterator[Record]]
+"""Reads the records from the start (each call a new generator)."""
 
 
 def check_file(path: Path) -> None:
@@ -68,28 +74,35 @@ def check_file(path: Path) -> None:
 
 def line_records(
     path: Path, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
-) -> list[Record]:
-    """One record per non-blank line, numbered from 1 as an editor numbers them."""
-    records: list[Record] = []
-    lineno = 0
+) -> Iterator[Record]:
+    """One record per non-blank line, numbered from 1 as an editor numbers them, as they are read. After the
+    last record, InputError when there was none, or when no line was a JSON object (the first pass raises it,
+    before anything runs)."""
+    n, objects, lineno = 0, False, 0
     try:
         for lineno, raw in enumerate(compressed.lines(path), start=1):
+            record = None
             if isinstance(raw, TooLong):
-                records.append(too_long(raw, f"line {lineno}", lineno, len(records)))
+                record = too_long(raw, f"line {lineno}", lineno, n)
             elif raw.strip():
                 raw = raw.removeprefix(BOM) if lineno == 1 else raw
-                records.append(parse_line(raw, lineno, len(records), cfg, base, spec=spec))
-            if cfg.limit is not None and len(records) >= cfg.limit:
-                return records
+                record = parse_line(raw, lineno, n, cfg, base, spec=spec)
+            if record is not None:
+                n += 1
+                objects = objects or not (record.error and record.error.split(": ", 1)[-1].startswith(NOT_AN_OBJECT))
+                yield record
+            if cfg.limit is not None and n >= cfg.limit:
+                return
     except BrokenStream as exc:
-        records.append(broken(path, exc, lineno + 1, records, "line"))
-    if not records:
+        objects = True
+        yield broken(path, exc, lineno + 1, n, "line")
+        n += 1
+    if not n:
         raise InputError(f"input.path={str(path)!r} is empty; it needs one JSON object per line")
-    if all(r.error and r.error.split(": ", 1)[-1].startswith(NOT_AN_OBJECT) for r in records):
+    if not objects:
         raise InputError(
             f'input.path={str(path)!r} is not JSONL: no line is a JSON object (expected lines like {{"prompt": "..."}})'
         )
-    return records
 
 
 NOT_AN_OBJECT = ("not valid JSON", "not readable JSON", "expected a JSON object")
@@ -183,15 +196,14 @@ def too_long(line: TooLong, where: str, lineno: int, index: int) -> Record:
     return Record(index, str(lineno), error=error)
 
 
-def broken(path: Path, exc: BrokenStream, lineno: int, records: list[Record], unit: str) -> Record:
-    """The error record that ends a file whose stream breaks at `lineno`; InputError when nothing came before."""
+def broken(path: Path, exc: BrokenStream, lineno: int, n: int, unit: str) -> Record:
+    """The error record that ends a file whose stream breaks at `lineno` after `n` records; InputError when
+    nothing came before."""
     what = f"input.path={str(path)!r} breaks off at line {lineno}: {exc}"
-    if not records:
+    if not n:
         raise InputError(f"{what}; nothing before it could be read (re-download or re-compress the file)")
     return Record(
-        len(records),
-        str(lineno),
-        error=f"{what}; the {plural(len(records), unit)} before it were read (re-download or re-compress the file)",
+        n, str(lineno), error=f"{what}; the {plural(n, unit)} before it were read (re-download or re-compress the file)"
     )
 
 
@@ -204,31 +216,33 @@ def plural(n: int, unit: str) -> str:
 
 def array_or_lines(
     path: Path, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
-) -> list[Record]:
+) -> Opener:
     """A file that starts with `[`: a JSON array of records, or JSONL whose first line starts with `[`. When
     the array is malformed or breaks off, the file is also read as JSONL and the reading that keeps more good
-    records wins, so a JSONL file with a stray first line loses none of its good lines."""
+    records wins, so a JSONL file with a stray first line loses none of its good lines. An array is held in
+    memory (JSON gives no line to stop at); JSONL is read lazily."""
     problem: InputError | None = None
+    as_lines: Opener = lambda: line_records(path, cfg, base, spec)  # noqa: E731
     try:
         records, clean = array_records(path, cfg, base, spec)
     except NotAnArray:
-        return line_records(path, cfg, base, spec)
+        return as_lines
     except InputError as exc:
         records, clean, problem = [], False, exc
     if clean:
-        return records
+        return lambda: iter(records)
     try:
-        lines = line_records(path, cfg, base, spec)
+        good_lines = count_good(as_lines())
     except InputError:
-        lines = []
-    if count_good(lines) > count_good(records):
-        return lines
+        good_lines = 0
+    if good_lines > count_good(records):
+        return as_lines
     if problem is not None:
         raise problem
-    return records
+    return lambda: iter(records)
 
 
-def count_good(records: list[Record]) -> int:
+def count_good(records: Iterable[Record]) -> int:
     return sum(r.error is None for r in records)
 
 
@@ -249,14 +263,14 @@ def array_records(
                 return records, True
     except ArrayError as exc:
         if brk is not None:
-            records.append(broken(path, brk, exc.line, records, "element"))
+            records.append(broken(path, brk, exc.line, len(records), "element"))
         elif not records:
             raise InputError(f"input.path={str(path)!r} is not a valid JSON array: {exc}") from None
         else:
             records.append(Record(len(records), str(exc.number), error=f"{exc}; the rest of the array is not read"))
         return records, False
     if brk is not None:
-        records.append(broken(path, brk, text.count("\n") + 1, records, "element"))
+        records.append(broken(path, brk, text.count("\n") + 1, len(records), "element"))
         return records, False
     if not records:
         raise InputError(f'input.path={str(path)!r} is an empty JSON array; it needs objects like {{"prompt": ...}}')
@@ -268,7 +282,7 @@ def array_records(
 
 def csv_records(
     path: Path, delimiter: str, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
-) -> list[Record]:
+) -> Iterator[Record]:
     """One record per row under the header row, named by the line it starts on (a quoted value may span
     lines); the id defaults to that line number. A row with more or fewer fields than the header (a ragged
     row) becomes an error record. Values are text, so only the prompt (`input.field` or `input.template`),
@@ -277,26 +291,31 @@ def csv_records(
     long_lines: dict[int, int] = {}
     reader = csv.reader(text_lines(path, long_lines), delimiter=delimiter)
     header: list[str] | None = None
-    records: list[Record] = []
-    lineno = 1
+    n, lineno = 0, 1
     try:
         for values in reader:
             lineno, first = reader.line_num + 1, lineno
-            if first in long_lines:
-                records.append(too_long(TooLong(long_lines[first]), f"line {first}", first, len(records)))
+            long = long_lines.pop(first, None)
+            record = None
+            if long is not None:
+                record = too_long(TooLong(long), f"line {first}", first, n)
             elif header is None and values:
                 header = values if spec else check_header(path, values, cfg)
             elif values:
-                records.append(csv_record(header or [], values, first, len(records), cfg, base, spec))
-            if cfg.limit is not None and len(records) >= cfg.limit:
-                return records
+                record = csv_record(header or [], values, first, n, cfg, base, spec)
+            if record is not None:
+                n += 1
+                yield record
+            if cfg.limit is not None and n >= cfg.limit:
+                return
     except BrokenStream as exc:
-        records.append(broken(path, exc, lineno, records, "row"))
+        yield broken(path, exc, lineno, n, "row")
+        n += 1
     except csv.Error as exc:  # a quote still open at the end of the file
-        records.append(Record(len(records), str(lineno), error=f"line {lineno}: not readable CSV ({exc})"))
-    if not records:
+        yield Record(n, str(lineno), error=f"line {lineno}: not readable CSV ({exc})")
+        n += 1
+    if not n:
         raise InputError(f"input.path={str(path)!r} has no rows under a header; it needs a header and one row a line")
-    return records
 
 
 def text_lines(path: Path, long_lines: dict[int, int]) -> Iterator[str]:

@@ -4,9 +4,11 @@ bad override) becomes a Record with `error` set, so the run can write an error l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import string
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from omnirun.config import GenerationConfig
 from omnirun.errors import ConfigError
@@ -66,9 +68,77 @@ class InputSpec:
         return (*self.required, *self.optional)
 
 
+MAX_PROBLEMS = 100
+"""How many problem messages a scan keeps (in input order); `Records.num_problems` counts them all."""
+
+
+class Records(Sequence[Record]):
+    """The records of an input, read lazily: each iteration reads the source again (a generator per source),
+    so memory does not grow with the input. `scan` makes one first pass that keeps only the number of records
+    (`len()`), the first MAX_PROBLEMS problems and whether any record is an OpenAI request; input-level errors
+    (an empty file, a file that is not JSONL) are raised there, before the model loads. Indexing works (it
+    reads up to the index) for tests and small inputs; the runner only iterates."""
+
+    def __init__(
+        self, open_: Callable[[], Iterator[Record]], length: int, problems: list[str], num_problems: int, openai: bool
+    ) -> None:
+        self._open = open_
+        self.length = length
+        self.problems = problems
+        self.num_problems = num_problems
+        self.openai = openai
+
+    @staticmethod
+    def scan(open_: Callable[[], Iterator[Record]], limit: int | None = None) -> Records:
+        """One pass over `open_()` (at most `limit` records) that keeps no record."""
+        count = num_problems = 0
+        problems: list[str] = []
+        openai = False
+        for record in itertools.islice(open_(), limit):
+            count += 1
+            openai = openai or record.openai
+            if record.error:
+                num_problems += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(record.error)
+        return Records(open_, count, problems, num_problems, openai)
+
+    @staticmethod
+    def of(records: Iterable[Record]) -> Records:
+        """Records already in memory (one prompt, a test's list)."""
+        kept = list(records)
+        return Records.scan(lambda: iter(kept))
+
+    def __iter__(self) -> Iterator[Record]:
+        return itertools.islice(self._open(), self.length)
+
+    def from_position(self, start: int, stop: int | None = None) -> Iterator[Record]:
+        """The records at input positions `start` to `stop` (the ones before are read and dropped)."""
+        return itertools.islice(self._open(), start, self.length if stop is None else min(stop, self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.length)
+            return list(self)[index] if step < 0 else list(itertools.islice(self._open(), start, stop, step))
+        position = index + self.length if index < 0 else index
+        if not 0 <= position < self.length:
+            raise IndexError(f"record index {index} out of range ({self.length} records)")
+        return next(self.from_position(position))
+
+
 @dataclass
 class Inputs:
-    records: list[Record]
+    records: Records
+    """Read lazily (see `Records`): iterate them; `len()` is the count of the first pass."""
     source: str
     """`jsonl`, `dataset`, `prompt` (one prompt from the command line or the default) or `interactive`."""
     fingerprint: str | None
@@ -76,9 +146,18 @@ class Inputs:
     openai: bool = False
     """The input lines are OpenAI Batch API requests (so the results are also written in that format)."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, Records):  # a list (tests, one prompt)
+            self.records = Records.of(self.records)
+
     @property
     def problems(self) -> list[str]:
-        return [r.error for r in self.records if r.error]
+        """The first MAX_PROBLEMS problems, in input order (`num_problems` counts them all)."""
+        return self.records.problems
+
+    @property
+    def num_problems(self) -> int:
+        return self.records.num_problems
 
 
 def make_record(

@@ -1,34 +1,40 @@
-"""Appending result rows to outputs.jsonl, window by window, each window in one write followed by fsync."""
+"""Appending result rows to outputs.jsonl, window by window, each window in one write followed by fsync, and
+accumulating what the run's metrics need from them (`RunTotals`): no row is kept in memory."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omnirun.errors import OmnirunError
-from omnirun.results.schema import ResultRow
+from omnirun.results.schema import ResultRow, Stats
 from omnirun.secrets import redact, secret_values
 
 
 class ResultWriter:
-    """Appends one JSON line per finished record. Rows are held until `flush()`, which writes them in one call
-    and fsyncs, so a killed run leaves whole windows (plus at most one torn line, which resume drops)."""
+    """Appends one JSON line per finished record. Lines are held until `flush()` (one window), which writes
+    them in one call and fsyncs, so a killed run leaves whole windows (plus at most one torn line, which resume
+    drops). Rows are not kept: `totals` accumulates what the metrics need as they are written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = path.open("ab")
         self._pending: list[bytes] = []
         self._secrets = bool(secret_values())
-        self.rows: list[ResultRow] = []
+        self.totals = RunTotals()
 
     def write(self, row: ResultRow) -> None:
         line = encode(row.to_json())
         if self._secrets:
             line = redact(line.decode("utf-8")).encode("utf-8")
         self._pending.append(line)
-        self.rows.append(row)
+        self.totals.add(row)
 
     def flush(self) -> None:
         """Write the pending rows in one call and fsync; a failing disk is one line that keeps what was written."""
@@ -56,6 +62,117 @@ def encode(obj: dict[str, Any]) -> bytes:
         return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
     except UnicodeEncodeError:
         return (json.dumps(obj, ensure_ascii=True) + "\n").encode("ascii")
+
+
+MAX_DISTINCT = 20_000
+"""Distinct values a `Distribution` keeps exactly before it bins them."""
+BIN_RATIO = 1.002
+"""Bins past MAX_DISTINCT are powers of this ratio: a binned percentile is within 0.1% of the exact one."""
+
+
+class Distribution:
+    """Latencies kept for their mean and percentiles in bounded memory: each distinct value with its count
+    (records of one batch share their batch's value, so a run has about one value per batch), exactly, up to
+    MAX_DISTINCT distinct values; past that, each value counts in a log-scale bin (at most ~20,000 bins for
+    1 ns to 10^6 s), so a percentile is within 0.1% of the exact one. Mergeable (per-rank distributions)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[float, int] = {}
+        self.n = 0
+        self.total = 0.0
+        self.binned = False
+
+    def add(self, value: float, count: int = 1) -> None:
+        self.n += count
+        self.total += value * count
+        key = bin_of(value) if self.binned else value
+        self.counts[key] = self.counts.get(key, 0) + count
+        if not self.binned and len(self.counts) > MAX_DISTINCT:
+            exact, self.counts, self.binned = self.counts, {}, True
+            for v, c in exact.items():
+                key = bin_of(v)
+                self.counts[key] = self.counts.get(key, 0) + c
+
+    def merge(self, other: Distribution) -> None:
+        total = self.total + other.total
+        for value, count in other.counts.items():
+            self.add(value, count)
+        self.binned = self.binned or other.binned
+        self.total = total
+
+    def stats(self) -> Stats | None:
+        """As `Stats.of` over every value added (the same numbers while exact)."""
+        if not self.n:
+            return None
+        keys = sorted(self.counts)
+        ends = list(itertools.accumulate(self.counts[k] for k in keys))  # ends[i]: values up to keys[i]
+
+        def at(rank: int) -> float:
+            return keys[bisect.bisect_right(ends, rank)]
+
+        def q(p: float) -> float:
+            pos = (self.n - 1) * p
+            lo = int(pos)
+            a, b = at(lo), at(min(lo + 1, self.n - 1))
+            return a + (b - a) * (pos - lo)
+
+        if self.binned:
+            mean = self.total / self.n
+        else:  # fsum of every value, as statistics.fmean computes it
+            mean = math.fsum(itertools.chain.from_iterable(itertools.repeat(k, self.counts[k]) for k in keys)) / self.n
+        return Stats(mean, q(0.5), q(0.9), q(0.99))
+
+
+def bin_of(value: float) -> float:
+    """The representative of `value`'s log-scale bin (zero and negative values keep their own)."""
+    if value <= 0:
+        return value
+    return float(BIN_RATIO ** round(math.log(value, BIN_RATIO)))
+
+
+@dataclass
+class RunTotals:
+    """What `summarize` needs from the rows, accumulated one row at a time (the rows themselves are not kept)."""
+
+    num_samples: int = 0
+    num_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    audio_s: float | None = None
+    denoising_steps: int = 0
+    task_rows: bool = False
+    """Some row is a non-generation task's."""
+    e2e_s_all: float = 0.0
+    """The e2e of every row (errors: 0), in seconds: the model's time of an interactive chat."""
+    ttft_ms: Distribution = field(default_factory=Distribution)
+    tpot_ms: Distribution = field(default_factory=Distribution)
+    e2e_ms: Distribution = field(default_factory=Distribution)
+
+    def add(self, row: ResultRow) -> None:
+        self.num_samples += 1
+        self.task_rows = self.task_rows or row.inputs is not None
+        self.e2e_s_all += (row.e2e_ms or 0.0) / 1000
+        if not row.ok:
+            self.num_errors += 1
+            return
+        self.output_tokens += row.output_tokens or 0
+        self.input_tokens += row.input_tokens or 0
+        if row.audio_s is not None:
+            self.audio_s = (self.audio_s or 0) + row.audio_s
+        self.denoising_steps += row.denoising_steps or 0
+        for dist, value in ((self.ttft_ms, row.ttft_ms), (self.tpot_ms, row.tpot_ms), (self.e2e_ms, row.e2e_ms)):
+            if value is not None:
+                dist.add(value)
+
+    def merge(self, other: RunTotals) -> None:
+        """Add another rank's totals."""
+        for name in ("num_samples", "num_errors", "input_tokens", "output_tokens", "denoising_steps", "e2e_s_all"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.audio_s is not None:
+            self.audio_s = (self.audio_s or 0) + other.audio_s
+        self.task_rows = self.task_rows or other.task_rows
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            getattr(self, name).merge(getattr(other, name))
 
 
 def read_rows(path: Path) -> list[ResultRow]:

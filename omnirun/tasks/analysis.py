@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from omnirun.inputs.openai import EMBEDDINGS_URL, RERANK_URL, SCORE_URL
 from omnirun.inputs.records import MEDIA_FIELDS, InputSpec
 from omnirun.results.schema import ResultRow
 from omnirun.tasks.base import Progress, TaskContext, record_error
-from omnirun.tasks.batching import write_finished
+from omnirun.tasks.batching import windows, write_finished
 
 TEXT = ("prompt",)
 SPECS: dict[TaskName, InputSpec] = {
@@ -50,11 +51,11 @@ def spec_for(task: TaskName) -> InputSpec | None:
     return None if spec is None else InputSpec(spec.required, spec.optional, spec.urls, str(task))
 
 
-def run_analysis(engine: Engine, records: list[Record], ctx: TaskContext, progress: Progress) -> None:
-    """Answer the records window by window; on Ctrl-C the window's finished rows are written, then it goes on."""
-    for start in range(0, len(records), ctx.window):
+def run_analysis(engine: Engine, records: Iterable[Record], ctx: TaskContext, progress: Progress) -> None:
+    """Answer the records window by window (one window held at a time); on Ctrl-C the window's finished rows
+    are written, then it goes on."""
+    for window in windows(records, ctx.window):
         done: dict[int, ResultRow] = {}
-        window = records[start : start + ctx.window]
         try:
             run_window(engine, window, ctx, progress, done)
         except KeyboardInterrupt:
@@ -89,9 +90,12 @@ def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext) -> li
     record (a broken model): it stops the run."""
     start = time.perf_counter()
     try:
-        answers = engine.analyze(
-            ctx.task.name, [item(r) for r in batch], ctx.task, ctx.generation, ctx.seed + batch[0].index
-        )
+        try:
+            answers = engine.analyze(
+                ctx.task.name, [item(r) for r in batch], ctx.task, ctx.generation, ctx.seed + batch[0].index
+            )
+        finally:
+            ctx.model_s += time.perf_counter() - start
         seconds = time.perf_counter() - start
         for a in answers:
             a.e2e_s = a.completion.e2e_s if a.completion is not None else a.e2e_s or seconds

@@ -98,6 +98,8 @@ class TaskContext:
     """Records prepared, generated and written together; 0: WINDOW_BATCHES batches of `batch_size`."""
     succeeded: int = 0
     """Records generated without error so far in this run."""
+    model_s: float = 0.0
+    """The summed wall time of the model's calls so far (`engine.generate` / `analyze`, a stream's tokens)."""
 
     def __post_init__(self) -> None:
         self.window = self.window or self.batch_size * WINDOW_BATCHES

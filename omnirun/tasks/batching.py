@@ -3,9 +3,11 @@ a batch that runs out of memory is halved and retried."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -18,14 +20,14 @@ from omnirun.tasks.base import Prepared, Progress, TaskContext, emit, prepare_on
 log = logging.getLogger(__name__)
 
 
-def run_batches(engine: Engine, records: list[Record], ctx: TaskContext, progress: Progress, *, chat: bool) -> None:
+def run_batches(engine: Engine, records: Iterable[Record], ctx: TaskContext, progress: Progress, *, chat: bool) -> None:
     """Generate window by window (`ctx.window` records, aligned to input positions so that a resumed run forms
     the same batches): prepare the window's records, generate them in batches of `ctx.batch_size` grouped by
-    parameters and length, and write the window in input order. On Ctrl-C, the finished records of the
-    current window are written too (in input order) before the interrupt goes on."""
-    for start in range(0, len(records), ctx.window):
+    parameters and length, and write the window in input order. Only one window of records is held: they are
+    read from `records` as the windows go. On Ctrl-C, the finished records of the current window are written
+    too (in input order) before the interrupt goes on."""
+    for window in windows(records, ctx.window):
         done: dict[int, ResultRow] = {}
-        window = records[start : start + ctx.window]
         try:
             run_window(engine, window, ctx, progress, done, chat=chat)
         except KeyboardInterrupt:
@@ -54,6 +56,13 @@ def run_window(
         for item, completion, error in results:
             done[item.record.index] = row(item.record, completion, error)
         progress.update(len(batch), sum(c.output_tokens for _, c, _ in results if c is not None))
+
+
+def windows(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """`records` in lists of `size` (the last may be shorter), read as they are needed."""
+    it = iter(records)
+    while window := list(itertools.islice(it, size)):
+        yield window
 
 
 def write_finished(ctx: TaskContext, window: list[Record], done: dict[int, ResultRow]) -> None:
@@ -93,6 +102,7 @@ def generate_or_split(
     first = batch[0]
     assert first.params is not None
     oom: str | None = None
+    start = time.perf_counter()
     try:
         completions = engine.generate(
             [i.text for i in batch],
@@ -105,6 +115,8 @@ def generate_or_split(
             raise
         oom = first_line(str(exc)) or type(exc).__name__
         del exc  # the traceback holds the failed attempt's tensors: drop it before retrying
+    finally:
+        ctx.model_s += time.perf_counter() - start
     if oom is None:
         return [(item, c, None) for item, c in zip(batch, completions, strict=True)], len(batch)
     free_memory()

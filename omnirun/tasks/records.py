@@ -1,5 +1,6 @@
 """The shape every per-record task shares: load the model, run the records window by window into
-outputs.jsonl (written as they finish), and summarize them into the run's metrics.
+outputs.jsonl (written as they finish), and summarize them into the run's metrics. Records are read lazily
+and rows are not kept (the writer accumulates the metrics' totals), so memory does not grow with the input.
 
 A task module supplies only `RecordsFn`: what to do with the records (generate, chat, stream, ...).
 """
@@ -7,7 +8,7 @@ A task module supplies only `RecordsFn`: what to do with the records (generate, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from omnirun import distributed, rundir
@@ -17,13 +18,13 @@ from omnirun.errors import ConfigError
 from omnirun.inputs import Record
 from omnirun.inputs.records import InputSpec
 from omnirun.results import timing
-from omnirun.results.schema import MemoryMetrics, ResultRow, RunMetrics, Status, summarize
-from omnirun.results.writer import ResultWriter
+from omnirun.results.schema import MemoryMetrics, RunMetrics, Status, summarize
+from omnirun.results.writer import ResultWriter, RunTotals
 from omnirun.tasks.analysis import write_embeddings_npy
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Progress, TaskContext
 from omnirun.tasks.interactive import run_interactive_chat
 
-RecordsFn = Callable[[Engine, list[Record], TaskContext, Progress], None]
+RecordsFn = Callable[[Engine, Iterable[Record], TaskContext, Progress], None]
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class RecordsTask:
             echo = job.data.source == "prompt"
             window = (job.window or batch_size * WINDOW_BATCHES) if self.windowed else 1
             ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=echo, window=window)
-            records = distributed.shard(job.data.records[job.skipped :], job.rank, unit=window)
+            first, last = distributed.shard_bounds(len(job.data.records) - job.skipped, job.rank, unit=window)
+            records = job.data.records.from_position(job.skipped + first, job.skipped + last)
             if job.main:
                 job.write_manifest(window)
-            with timing.timed(engine.device) as gen, ProgressBar(len(records), cfg.task.progress and job.main) as bar:
+            with timing.timed(engine.device) as gen, ProgressBar(last - first, cfg.task.progress and job.main) as bar:
                 try:
                     if job.data.source == "interactive":
                         job.run.write_json(rundir.CONVERSATION, run_interactive_chat(engine, ctx))
@@ -67,16 +69,17 @@ class RecordsTask:
             footprint = engine.memory().model_footprint_mb
         params = engine.parameters()
         engine.unload_model()
-        rows, generation_s, rss = writer.rows, gen.seconds, peak.max_rss_mb
+        totals, generation_s, rss, model_s = writer.totals, gen.seconds, peak.max_rss_mb, ctx.model_s
         if job.rank is not None:
-            rows, generation_s, rss = merge_ranks(job.run, job.rank, rows, generation_s, rss)
+            totals, generation_s, rss, model_s = merge_ranks(job.run, job.rank, totals, generation_s, rss, model_s)
         if cfg.output.embeddings == EmbeddingsFormat.npy and job.main:
             write_embeddings_npy(job.run.path, job.run.path / rundir.OUTPUTS)
         if job.data.source == "interactive":
-            generation_s = sum((r.e2e_ms or 0.0) for r in rows) / 1000  # the model's time, not the person typing
+            generation_s = model_s = totals.e2e_s_all  # the model's time, not the person typing
         memory = MemoryMetrics(rss, peak.max_cuda_allocated_mb, peak.max_cuda_reserved_mb, footprint)
         result = summarize(
-            rows,
+            totals,
+            model_s=model_s,
             status=status,
             load_model_s=load.seconds,
             total_s=time.perf_counter() - job.started,
@@ -97,16 +100,23 @@ def require_chat_template(engine: Engine, model: str) -> None:
 
 
 def merge_ranks(
-    run: rundir.RunDir, rank: distributed.Rank, rows: list[ResultRow], generation_s: float, rss_mb: float
-) -> tuple[list[ResultRow], float, float]:
-    """Every rank's rows (in input order), the slowest rank's generation time and the largest RSS; rank 0
-    also merges the per-rank output files into outputs.jsonl."""
-    shards = distributed.gather((rows, generation_s, rss_mb), rank)
+    run: rundir.RunDir,
+    rank: distributed.Rank,
+    totals: RunTotals,
+    generation_s: float,
+    rss_mb: float,
+    model_s: float,
+) -> tuple[RunTotals, float, float, float]:
+    """Every rank's totals merged (in rank order; a few kB each, not rows), the slowest rank's generation and
+    model time and the largest RSS; rank 0 also merges the per-rank output files into outputs.jsonl."""
+    shards = distributed.gather((totals, generation_s, rss_mb, model_s), rank)
     distributed.barrier(rank)
     if rank.is_main:
         distributed.merge_shards(run.path, rank.world)
-    merged = [r for shard_rows, _, _ in shards for r in shard_rows]
-    return merged, max(s for _, s, _ in shards), max(m for _, _, m in shards)
+    merged = RunTotals()
+    for shard_totals, _, _, _ in shards:
+        merged.merge(shard_totals)
+    return merged, max(s[1] for s in shards), max(s[2] for s in shards), max(s[3] for s in shards)
 
 
 def seed_everything(seed: int) -> None:

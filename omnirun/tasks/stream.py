@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 
 from omnirun.engine.base import Engine
 from omnirun.inputs import Record
@@ -12,7 +14,7 @@ from omnirun.tasks.base import Prepared, Progress, TaskContext, prepare_one, rec
 log = logging.getLogger(__name__)
 
 
-def run_stream(engine: Engine, records: list[Record], ctx: TaskContext, progress: Progress) -> None:
+def run_stream(engine: Engine, records: Iterable[Record], ctx: TaskContext, progress: Progress) -> None:
     """One record at a time; each piece is printed as soon as it is decoded. A record that fails (a template,
     a parameter the stream cannot honour, ...) becomes its error row and the next one goes on."""
     for record in records:
@@ -25,6 +27,7 @@ def run_stream(engine: Engine, records: list[Record], ctx: TaskContext, progress
 
 def stream_one(engine: Engine, item: Prepared, ctx: TaskContext) -> ResultRow:
     assert item.params is not None
+    start = time.perf_counter()
     try:
         stream = engine.stream_tokens(
             item.text, item.params, add_special_tokens=item.add_special_tokens, seed=ctx.seed + item.record.index
@@ -35,6 +38,7 @@ def stream_one(engine: Engine, item: Prepared, ctx: TaskContext) -> ResultRow:
     except Exception as exc:
         return row(item.record, None, record_error(item.record, exc))
     finally:
+        ctx.model_s += time.perf_counter() - start
         ctx.out.write("\n")
     assert stream.completion is not None
     result = row(item.record, stream.completion, None)
