@@ -41,6 +41,7 @@ from omnirun.engine.base import (
     SavedModel,
 )
 from omnirun.engine.onnxruntime import decode, export
+from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
 from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
 
@@ -112,12 +113,10 @@ class OrtEngine(ConvenienceAPI):
         return export.model_folder(source)
 
     def load_tokenizer(self) -> Any:
-        """The model's Hugging Face tokenizer (from the cached export when there is one), without the weights."""
+        """The model's Hugging Face tokenizer files, read without Transformers (from the cached export when there is
+        one), without the weights."""
         if self.tokenizer is None:
-            import transformers
-
-            folder = self.export_path or self._folder()
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+            self.tokenizer = FastTokenizer(self.export_path or self._folder())
         return self.tokenizer
 
     def load_model(self) -> Self:

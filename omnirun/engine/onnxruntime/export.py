@@ -51,6 +51,10 @@ def model_folder(source: models.ModelSource) -> Path:
     """The local Hugging Face folder to convert: the folder itself, the dense copy of a GGUF file, or the hub
     snapshot of a hub id (from the local Hugging Face cache when offline)."""
     if source.is_gguf:
+        assert source.gguf_path is not None
+        cached = dense_cache_dir(source.gguf_path)
+        if models.is_complete(cached):
+            return cached
         from omnirun.engine.hf.loading import dense_copy
 
         return dense_copy(source)
@@ -65,6 +69,14 @@ def model_folder(source: models.ModelSource) -> Path:
         except Exception as exc:
             raise models.describe_load_failure(source, exc) from exc
     raise ModelLoadError(f"model {source.name!r} ({source.kind}) has no weights for the onnxruntime backend")
+
+
+def dense_cache_dir(gguf: Path) -> Path:
+    """`source.dense_cache_dir` without importing Transformers for its version (~2 s of a cached load)."""
+    from importlib.metadata import version
+
+    key = f"{models.file_sha256(gguf)[:20]}-dense{models.DENSE_FORMAT}-transformers{version('transformers')}"
+    return models.cache_root() / "gguf" / key
 
 
 def content_hash(folder: Path) -> str:
