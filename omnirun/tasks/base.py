@@ -128,7 +128,8 @@ def prepare_one(engine: Engine, record: Record, ctx: TaskContext, *, chat: bool)
     if item.error is not None:
         return item
     try:
-        params = ctx.generation.with_overrides(record.overrides, prefix="")
+        # the run's own settings are validated once; only a record's overrides need checking (a copy each)
+        params = ctx.generation.with_overrides(record.overrides, prefix="") if record.overrides else ctx.generation
         item.text, item.add_special_tokens = render(engine, record, ctx.task, chat=chat)
         item.n_tokens = engine.count_tokens(item.text, item.add_special_tokens)
         item.params = fit_context(params, item.n_tokens, engine.max_context, ctx.task.overflow, record.id)

@@ -157,9 +157,12 @@ def plan_batches(items: list[Prepared], size: Callable[[], int], sort: bool) -> 
     """Batches of items that share generation params and special-token handling, shortest first if `sort`.
     `size()` is asked before each batch, so a batch size lowered after an OOM applies at once."""
     groups: dict[tuple[Any, ...], list[Prepared]] = {}
+    keys: dict[int, str] = {}  # by identity: records without overrides share the run's parameters object
     for item in items:
         assert item.params is not None  # prepared without error
-        key = json.dumps(asdict(item.params), sort_keys=True, default=str)  # response_format is a dict
+        key = keys.get(id(item.params))
+        if key is None:
+            key = keys[id(item.params)] = json.dumps(asdict(item.params), sort_keys=True, default=str)  # a dict inside
         groups.setdefault((key, item.add_special_tokens), []).append(item)
     for group in groups.values():
         ordered = sorted(group, key=lambda i: i.n_tokens) if sort else group
