@@ -1,5 +1,5 @@
 """The CPU paths for a Hugging Face model side by side: plain Transformers fp32 (the baseline), and omnirun's
-onnxruntime backend with fp32 and with int4 (MatMulNBits) weights.
+onnxruntime backend with fp32, int8 and int4 (MatMulNBits) weights.
 
 The model is the bundled SmolLM2's dense copy with small random noise (`--noise` x each weight's std, default
 1e-3) added to every Linear weight, saved as an ordinary safetensors folder: nothing lies on a 4-bit grid, so
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import DECODE_PROMPT, FILLER, TOPICS, Baseline, dense_copy, peak_rss_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONTENDERS = ("transformers-fp32", "onnxruntime-fp32", "onnxruntime-int4")
-PRECISION = {"onnxruntime-fp32": None, "onnxruntime-int4": "int4"}
+CONTENDERS = ("transformers-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int4")
+PRECISION = {"onnxruntime-fp32": None, "onnxruntime-int8": "int8", "onnxruntime-int4": "int4"}
 TARGETS = {
     "decode_vs_fp32": 2.5,
     "batch_vs_padded_generate": 1.5,
@@ -259,7 +259,7 @@ def main() -> None:
     report |= run_child(["--child", "prepare", encoded])
     samples = []
     for r in range(cfg["repeats"]):
-        for name in CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]:
+        for name in CONTENDERS[r % len(CONTENDERS) :] + CONTENDERS[: r % len(CONTENDERS)]:
             log(f"repeat {r + 1}/{cfg['repeats']}: {name}")
             samples.append(run_child(["--child", name, encoded]))
     log("agreement with fp32 Transformers")

@@ -1,0 +1,110 @@
+"""The onnxruntime backend on a tiny random llama, exported for real by onnxruntime-genai's builder (seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime_genai")
+
+from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, Quantization  # noqa: E402
+from omnirun.engine import TransformersEngine  # noqa: E402
+from omnirun.engine.build import build  # noqa: E402
+from omnirun.engine.hf import optimize  # noqa: E402
+from omnirun.engine.onnxruntime import OrtEngine, export  # noqa: E402
+from omnirun.errors import ConfigError  # noqa: E402
+
+from tiny_models import build_tiny  # noqa: E402
+
+GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12, temperature=1.0, top_p=1.0, top_k=0)
+PROMPTS = ["Hello world", "What is the capital of france and the capital of germany? Once upon a time", "One two"]
+
+
+def ort(path: Path, quantization: Quantization | None = None) -> OrtEngine:
+    hardware = HardwareConfig(backend=Backend.onnxruntime, device=Device.cpu, quantization=quantization)
+    engine = build(ModelConfig(name=str(path)), hardware)
+    assert isinstance(engine, OrtEngine)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("llama", tmp_path_factory.mktemp("ort-llama"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def fp32(model_dir: Path) -> Iterator[OrtEngine]:
+    engine = ort(model_dir).load_model()
+    yield engine
+    engine.unload_model()
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path) -> TransformersEngine:
+    return TransformersEngine(str(model_dir), optimize=False).load_model()
+
+
+def test_fp32_greedy_matches_transformers(fp32: OrtEngine, reference: TransformersEngine) -> None:
+    ids = [reference.tokenizer(p)["input_ids"] for p in PROMPTS]
+    result = optimize.agreement(reference, fp32, ids, 12)
+    assert result.teacher_forced == 1.0 and result.exact == 1.0
+    assert [fp32.tokenizer(p)["input_ids"] for p in PROMPTS] == ids
+
+
+def test_a_batch_equals_its_prompts_one_at_a_time(fp32: OrtEngine) -> None:
+    together = fp32.generate(PROMPTS, GREEDY)
+    alone = [fp32.generate([p], GREEDY)[0] for p in PROMPTS]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    for c in together:
+        assert c.output_tokens == len(c.token_ids) <= 12 and c.finish_reason in ("stop", "length")
+        assert c.ttft_s is not None and c.e2e_s >= c.ttft_s
+
+
+def test_forced_length_stream_chat_and_queries(fp32: OrtEngine) -> None:
+    forced = GenerationConfig(do_sample=False, max_new_tokens=9, min_new_tokens=9)
+    assert [c.output_tokens for c in fp32.generate(PROMPTS[:2], forced)] == [9, 9]
+    text = fp32.generate([PROMPTS[1]], GREEDY)[0].text
+    stream = fp32.stream_tokens(PROMPTS[1], GREEDY)
+    assert "".join(stream) == text and stream.completion is not None and stream.completion.text == text
+    assert isinstance(fp32.chat([{"role": "user", "content": "hello"}], do_sample=False, max_new_tokens=4), str)
+    assert fp32.render_chat([{"role": "user", "content": "hi"}]).endswith("<|assistant|>\n")
+    assert fp32.count_tokens("hello world") > 0 and fp32.max_context
+    params = fp32.parameters()
+    assert params is not None and params.total > 0 and params.trainable is None
+    assert fp32.memory().model_footprint_mb
+    assert fp32.plan is not None and fp32.plan.backend == Backend.onnxruntime and fp32.plan.quantization is None
+
+
+def test_sampling_is_seeded(fp32: OrtEngine) -> None:
+    params = GenerationConfig(do_sample=True, max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0)
+    first = fp32.generate(PROMPTS[:2], params, seed=7)
+    again = fp32.generate(PROMPTS[:2], params, seed=7)
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+
+
+def test_the_second_load_reads_the_cached_export(
+    model_dir: Path, fp32: OrtEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_export(*args: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export, "run_builder", no_export)
+    again = ort(model_dir).load_model()
+    assert again.export_path == fp32.export_path
+    assert again.generate([PROMPTS[0]], GREEDY)[0].token_ids == fp32.generate([PROMPTS[0]], GREEDY)[0].token_ids
+
+
+def test_int4_exports_and_generates(model_dir: Path) -> None:
+    engine = ort(model_dir, Quantization.int4).load_model()
+    assert engine.plan is not None and engine.plan.quantization == Quantization.int4
+    assert "MatMulNBits" in (engine.plan.reasons["quantization"])
+    assert engine.generate([PROMPTS[0]], GREEDY)[0].output_tokens > 0
+
+
+def test_a_model_the_builder_cannot_convert_is_one_line(tmp_path: Path) -> None:
+    t5 = build_tiny("t5", tmp_path / "t5")
+    with pytest.raises(ConfigError, match=r"model.name=.*hardware.backend=onnxruntime.*backend=transformers") as err:
+        ort(t5).load_model()
+    assert "\n" not in str(err.value)
