@@ -9,14 +9,14 @@ import pytest
 
 pytest.importorskip("onnxruntime_genai")
 
-from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, Quantization  # noqa: E402
-from omnirun.engine import TransformersEngine  # noqa: E402
-from omnirun.engine.build import build  # noqa: E402
-from omnirun.engine.hf import optimize  # noqa: E402
-from omnirun.engine.onnxruntime import OrtEngine, export  # noqa: E402
-from omnirun.errors import ConfigError  # noqa: E402
+from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, Quantization
+from omnirun.engine import TransformersEngine
+from omnirun.engine.build import build
+from omnirun.engine.hf import optimize
+from omnirun.engine.onnxruntime import OrtEngine, export
+from omnirun.errors import ConfigError
 
-from tiny_models import build_tiny  # noqa: E402
+from tiny_models import build_tiny
 
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12, temperature=1.0, top_p=1.0, top_k=0)
 PROMPTS = ["Hello world", "What is the capital of france and the capital of germany? Once upon a time", "One two"]

@@ -8,17 +8,17 @@ import pytest
 
 pytest.importorskip("onnxruntime_genai")
 
-import transformers  # noqa: E402
+import transformers
 
-from omnirun import hardware  # noqa: E402
-from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, ModelConfig, TaskName  # noqa: E402
-from omnirun.engine.build import BACKENDS, build  # noqa: E402
-from omnirun.engine.onnxruntime import OrtEngine, decode, export  # noqa: E402
-from omnirun.engine.onnxruntime.tokenizer import FastTokenizer  # noqa: E402
-from omnirun.errors import ConfigError  # noqa: E402
-from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize  # noqa: E402
+from omnirun import hardware
+from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, ModelConfig, TaskName
+from omnirun.engine.build import BACKENDS, build
+from omnirun.engine.onnxruntime import OrtEngine, decode, export
+from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
+from omnirun.errors import ConfigError
+from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize
 
-from tiny_models import build_tiny  # noqa: E402
+from tiny_models import build_tiny
 
 ORT = HardwareConfig(backend=Backend.onnxruntime, device=Device.cpu)
 
@@ -129,9 +129,10 @@ def test_fast_tokenizer_matches_transformers(chat_tokenizer: Path) -> None:
     assert text == theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     for sample in (text, "Hello world", " héllo  wörld\n\n 12", ""):
         for special in (True, False):
-            assert mine(sample, add_special_tokens=special)["input_ids"] == theirs(
-                sample, add_special_tokens=special
-            )["input_ids"]
+            assert (
+                mine(sample, add_special_tokens=special)["input_ids"]
+                == theirs(sample, add_special_tokens=special)["input_ids"]
+            )
     ids = mine.encode("the quick brown fox")
     assert mine.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
     assert sorted(mine.all_special_ids) == sorted(theirs.all_special_ids)

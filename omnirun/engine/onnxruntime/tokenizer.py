@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 SPECIAL_KEYS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 
 
