@@ -274,6 +274,10 @@ def array_records(
         return records, False
     if not records:
         raise InputError(f'input.path={str(path)!r} is an empty JSON array; it needs objects like {{"prompt": ...}}')
+    if all(r.error and "expected a JSON object" in r.error for r in records):
+        raise InputError(
+            f'input.path={str(path)!r} is a JSON array with no object in it; it needs objects like {{"prompt": ...}}'
+        )
     return records, True
 
 

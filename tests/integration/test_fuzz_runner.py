@@ -101,6 +101,15 @@ def test_every_line_gets_exactly_one_row(
         tmp / "out", f"model.name={tiny_llama}", f"input.path={tmp / 'in.jsonl'}", "task=chat",
         "generation.max_new_tokens=3", f"task.batch_size={batch}",
     )  # fmt: skip
+    if len(lines) == 1 and isinstance(lines[0][1], list):  # one line holding a list: a JSON array file
+        elements = lines[0][1]
+        if not any(isinstance(e, dict) for e in elements):
+            assert code == 2  # an array with no object in it, refused before the model loads
+            return
+        assert code == 0
+        rows = [json.loads(line) for line in (only_run_dir(tmp / "out") / "outputs.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == [expected_id(e, n) for n, e in enumerate(elements, start=1)]
+        return
     if all(not isinstance(obj, dict) for _, obj in lines):
         assert code == 2  # no line is a JSON object: not JSONL at all, refused before the model loads
         return
