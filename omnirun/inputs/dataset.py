@@ -27,13 +27,26 @@ def read_dataset(cfg: InputConfig, base: GenerationConfig | None = None, *, spec
     part-way keeps the rows before the break and ends with one error record. `spec`: the columns
     a non-generation task reads (None: the prompt or the messages)."""
     assert cfg.dataset is not None
-    ds = load_dataset_any(cfg.dataset, cfg.split, streaming=cfg.streaming)
+    ds = undecoded_media(load_dataset_any(cfg.dataset, cfg.split, streaming=cfg.streaming))
     if cfg.limit is not None:
         ds = ds.take(cfg.limit) if is_stream(ds) else ds.select(range(min(cfg.limit, len(ds))))
     columns = column_names(ds, cfg.dataset)
     uses_messages = check_columns(cfg, columns) if spec is None else check_task_columns(cfg, columns, spec)
     records = Records.scan(lambda: dataset_records(ds, cfg, uses_messages, base, spec))
     return Inputs(records, "dataset", fingerprint(ds, cfg.dataset))
+
+
+def undecoded_media(ds: Any) -> Any:
+    """The dataset with its Image and Audio columns left as `{bytes, path}`: the task decodes each record's
+    media itself (`inputs.media`), so one unreadable file is that record's error row, rows stay small, and audio
+    needs no torchcodec."""
+    import datasets
+
+    features = getattr(ds, "features", None) or {}
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image | datasets.Audio) and getattr(feature, "decode", False):
+            ds = ds.cast_column(name, type(feature)(decode=False))
+    return ds
 
 
 def dataset_records(

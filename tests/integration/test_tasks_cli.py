@@ -326,3 +326,19 @@ def test_sweep_over_a_task_option(tmp_path: Path, heads: dict[str, Path]) -> Non
     sweep = only_sweep_dir(tmp_path / "sweep")
     vectors = [json.loads((sweep / job / "outputs.jsonl").read_text())["embedding"] for job in ("0", "1")]
     assert vectors[0] != vectors[1] and "completed" in (sweep / "summary.md").read_text()
+
+
+def test_dataset_image_and_audio_columns(tmp_path: Path, heads: dict[str, Path], media: dict[str, Path]) -> None:
+    """A dataset's Image / Audio columns (as `datasets` stores them), one of them holding a corrupt file."""
+    import datasets
+
+    columns = {"image": [str(media["png"]), str(media["png2"])], "audio": [str(media["wav"]), str(media["wav8k"])]}
+    ds = datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image())
+    ds = ds.cast_column("audio", datasets.Audio(sampling_rate=16000))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    for task, model in (("image_classify", "vit-classifier"), ("audio_classify", "wav2vec2-classifier")):
+        root = tmp_path / task
+        assert omnirun(root, f"task={task}", f"model.name={heads[model]}", f"input.dataset={tmp_path / 'ds'}") == 0
+        rows = [json.loads(line) for line in (only_run_dir(root) / "outputs.jsonl").read_text().splitlines()]
+        assert [r["error"] for r in rows] == [None, None] and rows[0]["label"]
+    assert rows[1]["audio_s"] == pytest.approx(2.0)
