@@ -35,7 +35,7 @@ def test_openai_batch_round_trip(tmp_path: Path, tiny_llama: Path, batch_file: P
     assert cmpl["response"]["body"]["object"] == "text_completion"
     assert cmpl["response"]["body"]["choices"][0]["text"] == rows[1]["output"]
     assert cmpl["response"]["body"]["usage"]["completion_tokens"] <= 4
-    assert emb["response"]["status_code"] == 400 and "not supported" in emb["error"]["message"]
+    assert emb["response"]["status_code"] == 400 and "run it with task=embed" in emb["error"]["message"]
 
 
 def test_openai_output_on_request_for_plain_inputs(tmp_path: Path, tiny_llama: Path) -> None:
