@@ -88,6 +88,8 @@ class ResultRow:
     """task=stream only: when each new token was produced, from the call's start."""
     token_ids: list[int] | None = None
     """Not written; kept in memory for comparisons that need the exact tokens."""
+    response_format: dict[str, Any] | None = None
+    """Not written: the output format the record asked for (`generation.response_format`), for `valid_rate`."""
     inputs: dict[str, Any] | None = None
     """A non-generation task's input fields, echoed (`prompt`, `question`, `image` path, ...); set for every
     row of such a task, which is how a row says it is one."""
@@ -130,7 +132,7 @@ class ResultRow:
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> ResultRow:
-        names = {f.name for f in dataclasses.fields(ResultRow)} - {"token_ids", "inputs", "result"}
+        names = {f.name for f in dataclasses.fields(ResultRow)} - {"token_ids", "inputs", "result", "response_format"}
         row = ResultRow(**{k: v for k, v in obj.items() if k in names})
         row.id = str(row.id)
         extra = {k: v for k, v in obj.items() if k not in names}
@@ -194,6 +196,9 @@ class RunMetrics:
     trainable_parameters: int | None = None
     """Those with `requires_grad` (quantized weights are not); null where the backend has no such notion."""
     benchmark: BenchmarkHeadline | None = None
+    valid_rate: dict[str, float] | None = None
+    """Constrained runs: per format type (`json_object`, `json_schema`, `regex`), the share of outputs that
+    follow their format (parse as JSON, validate against the schema, match the pattern); null without one."""
     samples_per_s: float | None = None
     """Records answered without error / generation_s (for `image`: images/s)."""
     input_tokens_per_s: float | None = None
@@ -233,6 +238,7 @@ class RunMetrics:
             num_parameters=obj.get("num_parameters"),
             trainable_parameters=obj.get("trainable_parameters"),
             benchmark=BenchmarkHeadline(**bench) if bench else None,
+            valid_rate=obj.get("valid_rate"),
             samples_per_s=obj.get("samples_per_s"),
             input_tokens_per_s=obj.get("input_tokens_per_s"),
             audio_s=obj.get("audio_s"),
@@ -293,6 +299,8 @@ def summarize(
         resumed_records=resumed_records,
         error=error,
     )
+    if totals.valid:
+        metrics.valid_rate = {kind: valid / total for kind, (valid, total) in totals.valid.items()}
     if timed and totals.task_rows:  # a non-generation task
         audio, steps = totals.audio_s, totals.denoising_steps
         metrics.samples_per_s = n_ok / generation_s

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnirun import structured
 from omnirun.errors import OmnirunError
 from omnirun.results.schema import ResultRow, Stats
 from omnirun.secrets import redact, secret_values
@@ -147,6 +148,8 @@ class RunTotals:
     ttft_ms: Distribution = field(default_factory=Distribution)
     tpot_ms: Distribution = field(default_factory=Distribution)
     e2e_ms: Distribution = field(default_factory=Distribution)
+    valid: dict[str, list[int]] = field(default_factory=dict)
+    """Per format type: [outputs that follow their response_format, outputs asked for one]."""
 
     def add(self, row: ResultRow) -> None:
         self.num_samples += 1
@@ -160,6 +163,11 @@ class RunTotals:
         if row.audio_s is not None:
             self.audio_s = (self.audio_s or 0) + row.audio_s
         self.denoising_steps += row.denoising_steps or 0
+        fmt = row.response_format
+        if fmt is not None and fmt.get("type") not in (None, "text") and row.output is not None:
+            count = self.valid.setdefault(str(fmt["type"]), [0, 0])
+            count[0] += structured.is_valid(row.output, fmt)
+            count[1] += 1
         for dist, value in ((self.ttft_ms, row.ttft_ms), (self.tpot_ms, row.tpot_ms), (self.e2e_ms, row.e2e_ms)):
             if value is not None:
                 dist.add(value)
@@ -171,6 +179,9 @@ class RunTotals:
         if other.audio_s is not None:
             self.audio_s = (self.audio_s or 0) + other.audio_s
         self.task_rows = self.task_rows or other.task_rows
+        for kind, (valid, total) in other.valid.items():
+            count = self.valid.setdefault(kind, [0, 0])
+            count[0], count[1] = count[0] + valid, count[1] + total
         for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
             getattr(self, name).merge(getattr(other, name))
 

@@ -200,9 +200,13 @@ def render(engine: Engine, record: Record, task: TaskConfig, *, chat: bool) -> t
     return engine.render_chat(messages), False
 
 
-def row(record: Record, completion: Completion | None, error: str | None) -> ResultRow:
-    """One outputs.jsonl line: the record's input and its completion, or its error."""
+def row(
+    record: Record, completion: Completion | None, error: str | None, params: GenerationConfig | None = None
+) -> ResultRow:
+    """One outputs.jsonl line: the record's input and its completion, or its error; `params` (the record's
+    generation settings) tell the metrics which output format it was asked for."""
     base = ResultRow(id=record.id, prompt=record.prompt, messages=record.messages)
+    base.response_format = params.response_format if params is not None else None
     if completion is None:
         base.error = error
         return base
