@@ -183,6 +183,11 @@ class GenerationConfig:
             raise ConfigError(f"{prefix}temperature=0 with do_sample=true is undefined; set do_sample=false for greedy")
         if self.response_format is not None:
             self.response_format = structured.check_response_format(self.response_format, f"{prefix}response_format")
+            if self.num_beams > 1:
+                raise ConfigError(
+                    f"{prefix}response_format cannot be enforced under beam search (num_beams={self.num_beams}); "
+                    "set num_beams=1"
+                )
 
     def with_overrides(self, overrides: dict[str, Any], prefix: str = "generation.") -> GenerationConfig:
         """A copy with some fields replaced (e.g. per-record overrides), validated."""

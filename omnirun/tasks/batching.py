@@ -162,7 +162,7 @@ def plan_batches(items: list[Prepared], size: Callable[[], int], sort: bool) -> 
         assert item.params is not None  # prepared without error
         key = keys.get(id(item.params))
         if key is None:
-            key = keys[id(item.params)] = json.dumps(asdict(item.params), sort_keys=True, default=str)  # a dict inside
+            key = keys[id(item.params)] = json.dumps(asdict(item.params), default=str)  # a dict inside
         groups.setdefault((key, item.add_special_tokens), []).append(item)
     for group in groups.values():
         ordered = sorted(group, key=lambda i: i.n_tokens) if sort else group

@@ -245,7 +245,7 @@ class LlamaCppEngine(ConvenienceAPI):
     ) -> list[Completion]:
         """Like `generate`, from token ids."""
         _, tokenizer = self._loaded()
-        run = Decoder(ids, params, tokenizer.eos_ids, seed)
+        run = Decoder(ids, params, tokenizer.eos_ids, seed, vocab_model=self._model)
         ctx = self.context(len(ids), run.longest)
         start = time.perf_counter()
         times: list[float] = []
@@ -267,7 +267,13 @@ class LlamaCppEngine(ConvenienceAPI):
         _, tokenizer = self._loaded()
         prompt = tokenizer.encode(text, add_special_tokens)
         return LlamaStream(
-            prompt, params, tokenizer.eos_ids, seed, open_context=self.context, detokenize=tokenizer.decode
+            prompt,
+            params,
+            tokenizer.eos_ids,
+            seed,
+            open_context=self.context,
+            detokenize=tokenizer.decode,
+            vocab_model=self._model,
         )
 
     def argmax_next(self, ids: list[int]) -> list[int]:
