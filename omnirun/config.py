@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omnirun import structured
-from omnirun.checks import GENERATION_TYPES, MAX_THREADS, check_max_memory, check_type, parse_choice
+from omnirun.benchmark_config import BenchmarkConfig
+from omnirun.checks import (
+    GENERATION_TYPES,
+    MAX_THREADS,
+    check_max_memory,
+    check_task_options,
+    check_type,
+    parse_choice,
+)
 from omnirun.choices import (
     Aggregation,
     Backend,
@@ -248,55 +256,12 @@ class TaskConfig:
     """task=image: image width in pixels (null: the pipeline's default); a multiple of 8."""
 
     def validate(self) -> None:
-        checks = [
-            (self.top_k >= 1, "top_k", "must be >= 1"),
-            (0.0 <= self.threshold <= 1.0, "threshold", "must be between 0 and 1"),
-            (self.chunk_length_s >= 0, "chunk_length_s", "must be >= 0 (0: never chunk)"),
-            (self.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
-            (self.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
-        ]
-        for side in ("height", "width"):
-            value = getattr(self, side)
-            checks.append((value is None or (value >= 8 and value % 8 == 0), side, "must be a multiple of 8"))
-        for ok, name, rule in checks:
-            if not ok:
-                raise ConfigError(f"task.{name} {rule}, got {getattr(self, name)!r}")
+        check_task_options(self)
         bs = self.batch_size
         if bs == "auto":
             return
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ConfigError(f"task.batch_size must be a positive integer or 'auto', got {bs!r}")
-
-
-@dataclass
-class BenchmarkConfig:
-    batch_size: int = 1
-    """Sequences per `generate` call."""
-    prompt_tokens: int = 32
-    """Length of each synthetic prompt, in tokens (random ids, fixed seed); ignored with real inputs."""
-    new_tokens: int = 32
-    """Tokens generated per sequence; forced (min_new_tokens = max_new_tokens)."""
-    warmup_runs: int = 2
-    """Calls made after the cold first call and before measuring; never reported."""
-    min_iterations: int = 10
-    """Measure at least this many calls..."""
-    min_duration_s: float = 10.0
-    """...and for at least this long (both must be reached)."""
-    max_iterations: int = 10_000
-    """Stop after this many calls even if min_duration_s is not reached."""
-    max_spread_pct: float = 10.0
-    """Flag the run as unstable when the generate phase's stdev exceeds this share of its mean."""
-
-    def validate(self) -> None:
-        for name in ("batch_size", "prompt_tokens", "new_tokens", "min_iterations", "max_iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"benchmark.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_runs < 0 or self.min_duration_s < 0:
-            raise ConfigError("benchmark.warmup_runs and benchmark.min_duration_s must be >= 0")
-        if self.max_iterations < self.min_iterations:
-            raise ConfigError(
-                f"benchmark.max_iterations ({self.max_iterations}) must be >= min_iterations ({self.min_iterations})"
-            )
 
 
 @dataclass

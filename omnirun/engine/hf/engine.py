@@ -375,20 +375,15 @@ class HfEngine(ConvenienceAPI):
         return TokenStream(model, tokenizer, model_type, text, params, add_special_tokens=add_special_tokens, seed=seed)
 
     def analyze(
-        self,
-        task: TaskName,
-        items: list[dict[str, Any]],
-        options: TaskConfig,
-        params: GenerationConfig | None = None,
+        self, task: TaskName, items: list[dict[str, Any]], options: TaskConfig, params: GenerationConfig | None = None,
         seed: int | None = None,
-    ) -> list[Answer]:
+    ) -> list[Answer]:  # fmt: skip
         """A non-generation task over a batch of items (see `engine.hf.analyze`), one Answer per item."""
-        from omnirun.engine.hf import analyze
+        from omnirun.engine.hf.analyze import Analyzer
 
         model, head = self._model_and_head()
-        if self._analyzer is None:
-            base = head.name == capabilities.BASE.name
-            self._analyzer = analyze.Analyzer(model, self.preprocessor, self._path, self._common, base)
+        base = head.name == capabilities.BASE.name
+        self._analyzer = self._analyzer or Analyzer(model, self.preprocessor, self._path, self._common, base)
         return self._analyzer.run(TaskName(task), items, options, params or self.default_generation, seed)
 
     def argmax_next(self, ids: list[int]) -> list[int]:
