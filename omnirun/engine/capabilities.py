@@ -196,6 +196,14 @@ def task_family(task: str) -> str | None:
     return TASK_FAMILY.get(task, str(task))
 
 
+def require_generation(task: str, why: str) -> None:
+    """ConfigError (one line) for a non-generation task on a backend that only generates text (`why` says so)."""
+    if task_family(task) != GENERATE:
+        raise ConfigError(
+            f"task={task} needs the Transformers backend ({why}); set hardware.backend=transformers or auto"
+        )
+
+
 def _mapping(name: str) -> dict[str, Any]:
     from transformers.models.auto import modeling_auto
 

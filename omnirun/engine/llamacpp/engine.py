@@ -171,11 +171,7 @@ class LlamaCppEngine(ConvenienceAPI):
 
     def check_task(self, task: TaskName) -> None:
         """A GGUF file holds a language model: llama.cpp serves the generation tasks, and nothing else."""
-        if capabilities.task_family(task) != capabilities.GENERATE:
-            raise ConfigError(
-                f"task={task} needs the Transformers backend (llama.cpp runs GGUF files for text generation only); "
-                "set hardware.backend=transformers or auto"
-            )
+        capabilities.require_generation(task, "llama.cpp runs GGUF files for text generation only")
 
     def analyze(
         self,

@@ -192,11 +192,7 @@ class OrtEngine(ConvenienceAPI):
 
     def check_task(self, task: TaskName) -> None:
         """onnxruntime-genai runs language models: the generation tasks, and nothing else."""
-        if capabilities.task_family(task) != capabilities.GENERATE:
-            raise ConfigError(
-                f"task={task} needs the Transformers backend (hardware.backend=onnxruntime runs text generation "
-                "only); set hardware.backend=transformers or auto"
-            )
+        capabilities.require_generation(task, "hardware.backend=onnxruntime runs text generation only")
 
     def analyze(
         self,
