@@ -16,6 +16,8 @@ from omnirun.engine.diffusers import DiffusersEngine
 from omnirun.engine.hf import HfEngine
 from omnirun.engine.llamacpp import LlamaCppEngine
 from omnirun.engine.onnxruntime import OrtEngine
+from omnirun.engine.onnxruntime import decode as ort_decode
+from omnirun.engine.onnxruntime import export as ort_export
 from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo, Placement, detect, place
 
@@ -59,8 +61,11 @@ def build(
     The device is resolved and the backend chosen once, here (`hardware.place`): `auto` takes llama.cpp for a
     GGUF model on the CPU when llama-cpp-python is installed and no Transformers-only option (dtype,
     quantization, device_map) is set; `batched=True` (many prompts decoded together) keeps Transformers,
-    faster there on the CPUs measured. The choice and its reason land in the engine's
-    `plan.reasons["backend"]`. Raises ConfigError when an explicit backend cannot run the request.
+    faster there on the CPUs measured. For an ordinary Hugging Face causal LM on the CPU, `auto` takes the
+    onnxruntime backend's fp32 export under the same conditions (`hardware.backends.onnxruntime_auto_problem`)
+    and when the generation settings are ones its search runs (no beam search, no_repeat_ngram_size). The
+    choice and its reason land in the engine's `plan.reasons["backend"]`. Raises ConfigError when an explicit
+    backend cannot run the request.
     `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
 
     `task` (the run's task) is checked against the model before anything loads (`engine.check_task`, which
@@ -76,8 +81,15 @@ def build(
         if task is not None:
             pipeline.check_task(task)
         return pipeline
-    placement = place(hardware, info, gguf=resolved.is_gguf, batched=batched)
     family = capabilities.task_family(task) if task is not None else capabilities.GENERATE
+    candidate = None
+    if hardware.backend == Backend.auto and family == capabilities.GENERATE:
+        candidate = ort_export.candidate(resolved)
+    placement = place(hardware, info, gguf=resolved.is_gguf, batched=batched, candidate=candidate)
+    auto_ort = placement.backend == Backend.onnxruntime and hardware.backend == Backend.auto
+    if auto_ort and generation is not None and not ort_decode.supports(generation):
+        why = f"transformers: onnxruntime not used ({ort_decode.UNSUPPORTED.split(';')[0]})"
+        placement = replace(placement, backend=Backend.transformers, backend_reason=why)
     if placement.backend in (Backend.llama_cpp, Backend.onnxruntime) and family != capabilities.GENERATE:
         name = placement.backend
         if hardware.backend == name:

@@ -2,7 +2,7 @@
 the backend once, `plan()` chooses dtype, quantization and batch size on that placement, each choice with a
 reason recorded in the manifest."""
 
-from omnirun.hardware.backends import choose_backend
+from omnirun.hardware.backends import ExportCandidate, choose_backend
 from omnirun.hardware.detect import MB, GpuInfo, HardwareInfo, cpu_name, detect, torch_int4_kernels
 from omnirun.hardware.planner import (
     HardwarePlan,
@@ -16,6 +16,7 @@ from omnirun.hardware.planner import (
 
 __all__ = [
     "MB",
+    "ExportCandidate",
     "GpuInfo",
     "HardwareInfo",
     "HardwarePlan",

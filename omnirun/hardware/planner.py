@@ -14,7 +14,7 @@ from typing import Any
 
 from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
-from omnirun.hardware.backends import choose_backend, choose_cpu_int4_decode
+from omnirun.hardware.backends import ExportCandidate, choose_backend, choose_cpu_int4_decode
 from omnirun.hardware.detect import MB, HardwareInfo
 
 log = logging.getLogger("omnirun.hardware")  # the package's logger, the name users filter on
@@ -78,11 +78,18 @@ def weight_mb(params: int, precision: str) -> float:
     return params * BYTES_PER_PARAM[precision] / MB
 
 
-def place(request: HardwareConfig, hw: HardwareInfo, *, gguf: bool, batched: bool = False) -> Placement:
+def place(
+    request: HardwareConfig,
+    hw: HardwareInfo,
+    *,
+    gguf: bool,
+    batched: bool = False,
+    candidate: ExportCandidate | None = None,
+) -> Placement:
     """Resolve the device once and choose the backend for it (see `choose_backend`)."""
     reasons: dict[str, str] = {}
     device = choose_device(request.device, hw, reasons)
-    backend, why = choose_backend(request, hw, device=device, gguf=gguf, batched=batched)
+    backend, why = choose_backend(request, hw, device=device, gguf=gguf, batched=batched, candidate=candidate)
     return Placement(device, reasons["device"], backend, why)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("onnxruntime_genai")
 
+from omnirun import structured
 from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, ModelConfig, Quantization
 from omnirun.engine import TransformersEngine
 from omnirun.engine.build import build
@@ -108,3 +109,30 @@ def test_a_model_the_builder_cannot_convert_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.name=.*hardware.backend=onnxruntime.*backend=transformers") as err:
         ort(t5).load_model()
     assert "\n" not in str(err.value)
+
+
+def test_the_pruned_head_reads_each_rows_last_real_token(fp32: OrtEngine) -> None:
+    """The export computes logits for one position per row (`graph.fix_pruned_head`); prompts of very different
+    lengths in one right-padded batch still match their single-prompt answers."""
+    import onnx
+
+    assert fp32.export_path is not None
+    graph = onnx.load(str(fp32.export_path / "model.onnx"), load_external_data=False).graph
+    assert any(node.op_type == "GatherElements" and "prune_rows" in node.name for node in graph.node)
+    prompts = ["One", "One two three four five six seven eight nine ten eleven twelve thirteen fourteen", "Hi there"]
+    together = fp32.generate(prompts, GREEDY)
+    assert [c.token_ids for c in together] == [fp32.generate([p], GREEDY)[0].token_ids for p in prompts]
+
+
+def test_response_formats_are_enforced(fp32: OrtEngine) -> None:
+    schema = {"type": "object", "properties": {"a": {"enum": ["x", "y"]}}, "required": ["a"]}
+    formats = [
+        {"type": "json_schema", "json_schema": {"name": "t", "schema": {**schema, "additionalProperties": False}}},
+        {"type": "regex", "pattern": "(yes|no)[0-9]{2}"},
+    ]
+    for fmt in formats:
+        params = GenerationConfig(do_sample=False, max_new_tokens=24, response_format=fmt)
+        outputs = fp32.generate(PROMPTS[:2], params)
+        assert all(structured.output_problem(c.text, fmt) is None for c in outputs), [c.text for c in outputs]
+        stream = fp32.stream_tokens(PROMPTS[0], params)
+        assert structured.output_problem("".join(stream), fmt) is None

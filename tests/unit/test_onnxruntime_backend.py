@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,22 @@ pytest.importorskip("onnxruntime_genai")
 import transformers
 
 from omnirun import hardware
-from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, ModelConfig, TaskName
+from omnirun.config import (
+    Backend,
+    Device,
+    DType,
+    GenerationConfig,
+    HardwareConfig,
+    ModelConfig,
+    Quantization,
+    TaskName,
+)
+from omnirun.engine import source
 from omnirun.engine.build import BACKENDS, build
 from omnirun.engine.onnxruntime import OrtEngine, decode, export
 from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
 from omnirun.errors import ConfigError
-from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize
+from omnirun.hardware import ExportCandidate, GpuInfo, HardwareInfo, ModelSize
 
 from tiny_models import build_tiny
 
@@ -53,10 +65,71 @@ def test_explicit_onnxruntime_refusals_are_one_line(request_: HardwareConfig, gp
     assert "\n" not in str(err.value) and "backend=transformers" in str(err.value)
 
 
-def test_auto_never_takes_onnxruntime() -> None:
-    """Opt-in: int4 missed the agreement target on the bundled model (benchmarks/results/cpu_paths.json)."""
-    for gguf in (False, True):
-        assert hardware.place(HardwareConfig(), machine(), gguf=gguf).backend != Backend.onnxruntime
+SMOL = ExportCandidate("LlamaForCausalLM", 135_000_000, 100 * 2**30)
+
+
+def auto(request: HardwareConfig, candidate: ExportCandidate | None, gpu: bool) -> str:
+    placement = hardware.place(request, machine(gpu=gpu), gguf=False, candidate=candidate)
+    return placement.backend_reason if placement.backend == Backend.transformers else str(placement.backend)
+
+
+def test_auto_takes_the_fp32_export_for_an_ordinary_causal_lm_on_the_cpu() -> None:
+    placement = hardware.place(HardwareConfig(), machine(), gguf=False, candidate=SMOL)
+    assert placement.backend == Backend.onnxruntime
+    assert "agreement 1.000" in placement.backend_reason and "cpu_paths" in placement.backend_reason
+    plan = hardware.plan(HardwareConfig(), ModelSize(params=SMOL.params or 0), machine(), placement=placement)
+    assert plan.backend == Backend.onnxruntime and plan.quantization is None
+
+
+@pytest.mark.parametrize(
+    ("request_", "candidate", "gpu", "why"),
+    [
+        (HardwareConfig(), replace(SMOL, params=1_000_000), False, "1000000 parameters, under the 50,000,000"),
+        (HardwareConfig(), replace(SMOL, params=None), False, "an unknown number of parameters"),
+        (HardwareConfig(), replace(SMOL, architecture="T5ForConditionalGeneration"), False, "T5ForCondit"),
+        (HardwareConfig(), replace(SMOL, architecture=None), False, "architecture None"),
+        (HardwareConfig(), replace(SMOL, free_disk_bytes=100 * 2**20), False, "GiB of disk, 0.1 GiB free"),
+        (HardwareConfig(dtype=DType.float32), SMOL, False, "hardware.dtype set explicitly"),
+        (HardwareConfig(quantization=Quantization.int8), SMOL, False, "hardware.quantization set explicitly"),
+        (HardwareConfig(optimize=False), SMOL, False, "automatic optimizations are off"),
+        (HardwareConfig(), SMOL, True, "device is cuda"),
+        (HardwareConfig(device_map="auto"), SMOL, False, "device_map"),
+    ],
+)
+def test_auto_keeps_transformers_and_says_why(
+    request_: HardwareConfig, candidate: ExportCandidate, gpu: bool, why: str
+) -> None:
+    reason = auto(request_, candidate, gpu=gpu)
+    assert reason.startswith("transformers: onnxruntime not used (") and why in reason, reason
+
+
+def test_auto_never_exports_a_gguf_file() -> None:
+    placement = hardware.place(HardwareConfig(), machine(), gguf=True, candidate=SMOL)
+    assert placement.backend != Backend.onnxruntime
+
+
+def test_the_candidate_is_read_from_the_folder(tiny_llama: Path, tmp_path: Path) -> None:
+    found = export.candidate(source.resolve(str(tiny_llama), None))
+    assert found is not None and found.architecture == "LlamaForCausalLM"
+    assert found.params == export.count_params(tiny_llama) > 0 and found.free_disk_bytes > 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("not json")
+    unreadable = export.candidate(source.resolve(str(empty), None))
+    assert unreadable is not None and (unreadable.architecture, unreadable.params) == (None, None)
+
+
+def test_auto_build_keeps_transformers_for_beam_search(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is tiny, so the size rule is lowered to let the other rules decide."""
+    from omnirun.hardware import backends
+
+    monkeypatch.setattr(backends, "AUTO_ONNX_MIN_PARAMS", 1)
+    model = ModelConfig(name=str(tiny_llama))
+    cpu = HardwareConfig(device=Device.cpu)
+    assert isinstance(build(model, cpu, generation=GenerationConfig()), OrtEngine)
+    engine = build(model, cpu, generation=GenerationConfig(num_beams=2, do_sample=False))
+    assert not isinstance(engine, OrtEngine)
+    assert "onnxruntime not used (the onnxruntime backend has no beam search" in engine.placement.backend_reason
 
 
 def test_plan_batch_cap_and_threads() -> None:
@@ -87,10 +160,16 @@ def test_unsupported_generation_settings() -> None:
     for params in (
         GenerationConfig(num_beams=2, do_sample=False),
         GenerationConfig(no_repeat_ngram_size=2),
-        GenerationConfig(response_format={"type": "json_object"}),
     ):
         with pytest.raises(ValueError, match="backend=transformers"):
             decode.check_params(params)
+
+
+def test_response_formats_become_guidance() -> None:
+    assert decode.guidance({"type": "regex", "pattern": "[0-9]+"}) == ("regex", "[0-9]+")
+    kind, data = decode.guidance({"type": "json_object"})
+    assert kind == "json_schema" and json.loads(data)["type"] == "object"
+    assert json.loads(data)["x-guidance"]["whitespace_flexible"] is False
 
 
 def test_a_prompt_holding_the_padding_id_is_decoded_alone() -> None:

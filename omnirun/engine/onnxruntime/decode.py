@@ -3,22 +3,23 @@ teacher-forced greedy choices used for agreement checks.
 
 onnxruntime-genai runs the search (greedy, or sampling with temperature / top-k / top-p, repetition penalty and
 a minimum length) in its own kernels; a batch is right-padded with the export's padding id, which the model
-masks out. Each sequence's tokens are cut at its first end-of-sequence token or at max_new_tokens.
+masks out. A `response_format` is enforced by onnxruntime-genai's guidance (llguidance, the library the other
+backends compile formats with, and the same JSON layout options: `structured.JSON_OPTIONS`). Each sequence's
+tokens are cut at its first end-of-sequence token or at max_new_tokens.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from omnirun import structured
 from omnirun.config import GenerationConfig
 from omnirun.engine.base import Completion
 
-UNSUPPORTED = (
-    "the onnxruntime backend has no beam search, no_repeat_ngram_size or response_format; "
-    "use hardware.backend=transformers"
-)
+UNSUPPORTED = "the onnxruntime backend has no beam search or no_repeat_ngram_size; use hardware.backend=transformers"
 
 
 class Decoder:
@@ -64,7 +65,12 @@ class Decoder:
             options["random_seed"] = int(self.seed)
         search = og.GeneratorParams(self.model)
         search.set_search_options(**options)
-        generator = og.Generator(self.model, search)
+        if p.response_format is not None:
+            search.set_guidance(*guidance(p.response_format))
+        try:
+            generator = og.Generator(self.model, search)
+        except RuntimeError as exc:  # the guidance could not compile the format
+            raise ValueError(f"generation.response_format: {str(exc).splitlines()[0][:200]}") from None
         batch = np.full((len(self.prompts), longest), self.pad, dtype=np.int32)
         for row, prompt in enumerate(self.prompts):
             batch[row, : len(prompt)] = prompt
@@ -90,8 +96,21 @@ class Decoder:
 
 def check_params(params: GenerationConfig) -> None:
     """ValueError (one line) for what onnxruntime-genai's search cannot do the way Transformers does."""
-    if params.num_beams > 1 or params.no_repeat_ngram_size > 0 or params.response_format is not None:
+    if not supports(params):
         raise ValueError(UNSUPPORTED)
+
+
+def supports(params: GenerationConfig) -> bool:
+    """Whether onnxruntime-genai's search decodes with these settings the way Transformers does."""
+    return params.num_beams == 1 and params.no_repeat_ngram_size == 0
+
+
+def guidance(fmt: dict[str, Any]) -> tuple[str, str]:
+    """onnxruntime-genai's guidance type and data for a checked response_format (`structured`)."""
+    schema = structured.schema_of(fmt)
+    if schema is None:
+        return "regex", str(fmt["pattern"])
+    return "json_schema", json.dumps({**schema, "x-guidance": structured.JSON_OPTIONS})
 
 
 def batches(prompts: list[list[int]], pad: int) -> list[list[int]]:

@@ -3,9 +3,11 @@
 `export(source, precision)` returns a folder onnxruntime-genai loads (`genai_config.json`, `model.onnx`, the
 tokenizer). The first call converts the model with onnxruntime-genai's model builder (in a child process, so
 its memory and console output stay out of ours): fp32 weights, or MatMulNBits int4 / int8 weights with their
-block scales. The export lives under `cache_root()/onnx/`, keyed like the GGUF dense cache: a hash of the
-model's files (weights, config, tokenizer), the precision, the onnxruntime-genai version and this layout's
-version, so a second run loads it directly. A GGUF model is converted from its dense safetensors copy.
+block scales. The output head is pruned to each row's last real token (`graph.fix_pruned_head`), so a prefill
+does not write logits for every prompt position. The export lives under `cache_root()/onnx/`, keyed like the
+GGUF dense cache: a hash of the model's files (weights, config, tokenizer), the precision, the onnxruntime-genai
+version and this layout's version, so a second run loads it directly. A GGUF model is converted from its dense
+safetensors copy.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from omnirun.engine import source as models
+from omnirun.engine.onnxruntime import graph
 from omnirun.errors import ConfigError, ModelLoadError
+from omnirun.hardware import ExportCandidate
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 """Version of the cached export's layout (part of its key)."""
 PRECISIONS = ("fp32", "int8", "int4")
 PAD_TOKEN = "pad_token_id"
@@ -71,6 +76,36 @@ def model_folder(source: models.ModelSource) -> Path:
     raise ModelLoadError(f"model {source.name!r} ({source.kind}) has no weights for the onnxruntime backend")
 
 
+def candidate(source: models.ModelSource) -> ExportCandidate | None:
+    """What `hardware=auto` weighs before exporting an ordinary Hugging Face model (None: a GGUF file or a config
+    without weights). Reads the config and safetensors headers only: from the folder, or from the local Hugging
+    Face cache for a hub id (nothing is downloaded; unknown values keep Transformers)."""
+    if source.is_gguf or source.kind not in ("local", "hub"):
+        return None
+    folder = Path(source.path) if source.kind == "local" else cached_hub_folder(source.path)
+    architecture, params = None, None
+    if folder is not None and (folder / "config.json").is_file():
+        with contextlib.suppress(OSError, ValueError, IndexError, TypeError):
+            architecture = str(json.loads((folder / "config.json").read_text())["architectures"][0])
+        with contextlib.suppress(OSError, ValueError, struct.error):
+            params = count_params(folder) or None
+    root = models.cache_root()
+    while not root.exists() and root != root.parent:
+        root = root.parent
+    return ExportCandidate(architecture, params, shutil.disk_usage(root).free)
+
+
+def cached_hub_folder(repo: str) -> Path | None:
+    """The snapshot folder of `repo` in the local Hugging Face cache, when its config is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    with contextlib.suppress(Exception):
+        found = try_to_load_from_cache(repo, "config.json")
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
+
+
 def dense_cache_dir(gguf: Path) -> Path:
     """`source.dense_cache_dir` without importing Transformers for its version (~2 s of a cached load)."""
     from importlib.metadata import version
@@ -108,8 +143,14 @@ def export(source: models.ModelSource, precision: str, *, model_name: str) -> Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
-        run_builder(folder, tmp / "model", tmp / "work", precision, model_name)
         out = tmp / "model"
+        run_builder(folder, out, tmp / "work", precision, model_name, prune=True)
+        try:
+            graph.fix_pruned_head(out / "model.onnx")
+        except graph.GraphEditError as exc:  # a graph this edit does not know: the builder's unpruned head
+            log.warning("%s; exporting %s with logits for every position", exc, model_name)
+            shutil.rmtree(out, ignore_errors=True)
+            run_builder(folder, out, tmp / "work", precision, model_name, prune=False)
         set_pad_token(out / "genai_config.json")
         meta: dict[str, object] = {"source": str(folder), "precision": precision, "onnxruntime_genai": genai_version()}
         meta |= {"format": EXPORT_FORMAT, "params": count_params(folder)}
@@ -122,10 +163,12 @@ def export(source: models.ModelSource, precision: str, *, model_name: str) -> Pa
     return target
 
 
-def run_builder(folder: Path, out: Path, work: Path, precision: str, model_name: str) -> None:
-    """Run onnxruntime-genai's model builder on `folder` in a child process; ConfigError when it fails."""
+def run_builder(folder: Path, out: Path, work: Path, precision: str, model_name: str, *, prune: bool) -> None:
+    """Run onnxruntime-genai's model builder on `folder` in a child process; ConfigError when it fails.
+    `prune`: the output head computes the last position only (`graph.fix_pruned_head` makes that per row)."""
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(folder), "-o", str(out)]
     command += ["-p", precision, "-e", "cpu", "-c", str(work), "--extra_options", "hf_token=false"]
+    command += ["prune_lm_head=true"] if prune else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0 or not (out / "genai_config.json").is_file():
@@ -154,8 +197,6 @@ def set_pad_token(config_file: Path) -> None:
 
 def count_params(folder: Path) -> int:
     """Parameters stored in the folder's safetensors files (from their headers; tied weights count once)."""
-    import struct
-
     total = 0
     for path in sorted(folder.glob("*.safetensors")):
         with path.open("rb") as f:
