@@ -1,5 +1,6 @@
-"""The CPU paths for a Hugging Face model side by side: plain Transformers fp32 (the baseline), and omnirun's
-onnxruntime backend with fp32, int8 and int4 (MatMulNBits) weights.
+"""The CPU paths for a Hugging Face model side by side: plain Transformers fp32 (the baseline), omnirun's
+`hardware=auto` (which takes the onnxruntime backend's fp32 export for such a model), and the onnxruntime backend
+with int8 and int4 (MatMulNBits) weights; bf16 Transformers where the CPU has AVX512-BF16 or AMX.
 
 The model is the bundled SmolLM2's dense copy with small random noise (`--noise` x each weight's std, default
 1e-3) added to every Linear weight, saved as an ordinary safetensors folder: nothing lies on a 4-bit grid, so
@@ -12,12 +13,15 @@ contender and repeat (never two at once), rotating the order each repeat, and re
 - load: the cached load (`load_model()` of an export made before; the baseline's `from_pretrained`);
 - peak RSS: the child's VmHWM after everything;
 - agreement: teacher-forced greedy top-1 agreement with fp32 Transformers (`omnirun.engine.hf.optimize.agreement`,
-  8 chat prompts x 32 tokens), plus free-running prefix and exact-match shares.
+  16 chat prompts x 32 tokens), plus free-running prefix and exact-match shares. Weight-only int8 with one scale
+  per output channel (the layout of torch's int8 weight kernels and torchao's int8 weight-only) is measured for
+  agreement only, on Transformers with its weights rounded to that grid: it has to pass the bar before its
+  speed matters.
 
     python benchmarks/cpu_paths.py              # 3 repeats, ~10 minutes on 2 cores
     python benchmarks/cpu_paths.py --quick      # 1 repeat, short outputs: a smoke run
 
-Writes benchmarks/results/cpu_paths.json (`--json PATH` elsewhere). Run it on a quiet machine.
+Writes benchmarks/results/cpu_paths.json and .md (`--json PATH` elsewhere). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -37,8 +41,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import DECODE_PROMPT, FILLER, TOPICS, Baseline, dense_copy, peak_rss_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONTENDERS = ("transformers-fp32", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int4")
-PRECISION = {"onnxruntime-fp32": None, "onnxruntime-int8": "int8", "onnxruntime-int4": "int4"}
+PRECISION = {"auto": None, "onnxruntime-int8": "int8", "onnxruntime-int4": "int4"}
+"""omnirun's paths: `auto` is `HardwareConfig()`, the others `hardware.backend=onnxruntime` at a precision."""
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":")[1].split()}
+
+
+def contenders() -> tuple[str, ...]:
+    bf16 = ("transformers-bf16",) if cpu_flags() & set(BF16_FLAGS) else ()
+    return ("transformers-fp32", *bf16, *PRECISION)
+
+
 TARGETS = {
     "decode_vs_fp32": 2.5,
     "batch_vs_padded_generate": 1.5,
@@ -51,7 +71,7 @@ TARGETS = {
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"repeats": 1, "decode_tokens": 8, "batch_prompts": 4, "batch_tokens": 8, "quality": (2, 8)}
-    return {"repeats": 3, "decode_tokens": 64, "batch_prompts": 32, "batch_tokens": 64, "quality": (8, 32)}
+    return {"repeats": 3, "decode_tokens": 64, "batch_prompts": 32, "batch_tokens": 64, "quality": (16, 32)}
 
 
 def batch_prompts(n: int) -> list[str]:
@@ -87,15 +107,17 @@ def noisy_model(noise: float) -> Path:
 
 # ------------------------------------------------------------------------------------------- child: contenders
 class Ort:
-    """omnirun's onnxruntime backend at one precision (the export is made before the timed children run)."""
+    """omnirun at one of its paths (`PRECISION`); exports are made before the timed children run."""
 
-    def __init__(self, path: str, precision: str | None) -> None:
+    def __init__(self, path: str, name: str) -> None:
         from omnirun.config import Backend, GenerationConfig, HardwareConfig, ModelConfig, Quantization
         from omnirun.engine.build import build
 
-        quantization = None if precision is None else Quantization(precision)
-        hardware = HardwareConfig(backend=Backend.onnxruntime, device="cpu", quantization=quantization)
-        self.engine = build(ModelConfig(name=path), hardware)
+        precision = PRECISION[name]
+        hardware = HardwareConfig()  # auto
+        if precision is not None:
+            hardware = HardwareConfig(backend=Backend.onnxruntime, quantization=Quantization(precision))
+        self.engine = build(ModelConfig(name=path), hardware, batched=True)
         start = time.perf_counter()
         self.engine.load_model()
         self.load_s = time.perf_counter() - start
@@ -112,7 +134,9 @@ class Ort:
 def child(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """One contender, one repeat: load, warm up, decode at bs=1, then the batch. Runs in its own process."""
     start = time.perf_counter()
-    runner: Any = Baseline(cfg["model_dir"]) if name == "transformers-fp32" else Ort(cfg["model_dir"], PRECISION[name])
+    runner: Any = Ort(cfg["model_dir"], name) if name in PRECISION else Baseline(cfg["model_dir"])
+    if name == "transformers-bf16":
+        runner.model.to(runner.torch.bfloat16)
     load_s = getattr(runner, "load_s", time.perf_counter() - start)
     text = runner.chat(DECODE_PROMPT)
     runner.generate([text], 4)  # warm-up, excluded
@@ -121,8 +145,11 @@ def child(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     texts = [runner.chat(p) for p in batch_prompts(cfg["batch_prompts"])]
     runner.generate(texts[:2], 2)  # warm-up of the batched path
     _, batch_s, batch_tokens = runner.generate(texts, cfg["batch_tokens"])
+    plan = runner.engine.plan if isinstance(runner, Ort) else None
     return {
         "contender": name,
+        "backend": str(plan.backend) if plan else "transformers (plain script)",
+        "backend_reason": plan.reasons["backend"] if plan else None,
         "load_s": load_s,
         "decode_tok_s": (n - 1) / (e2e - first),
         "ttft_ms": first * 1e3,
@@ -133,7 +160,7 @@ def child(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def quality(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Greedy agreement of each onnxruntime path with fp32 Transformers on the same token ids."""
+    """Greedy agreement of each path with fp32 Transformers on the same token ids."""
     from dataclasses import asdict
 
     from omnirun.engine import TransformersEngine
@@ -141,25 +168,43 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
 
     reference = TransformersEngine(cfg["model_dir"], optimize=False).load_model()
     count, tokens = cfg["quality"]
-    prompts = [
-        reference.render_chat([{"role": "user", "content": f"Explain {t} in two sentences."}]) for t in TOPICS[:count]
-    ]
+    asks = [f"Explain {t} in two sentences." for t in TOPICS] + [f"Give one surprising fact about {t}." for t in TOPICS]
+    prompts = [reference.render_chat([{"role": "user", "content": a}]) for a in asks[:count]]
     ids = [reference.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     out = {}
-    for name, precision in PRECISION.items():
-        engine = Ort(cfg["model_dir"], precision).engine
+    for name in PRECISION:
+        engine = Ort(cfg["model_dir"], name).engine
         mine = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         out[name] = {"same_prompt_ids": mine == ids, **asdict(optimize.agreement(reference, engine, ids, tokens))}
         engine.unload_model()
+    rounded = TransformersEngine(cfg["model_dir"], optimize=False).load_model()
+    round_to_int8_per_channel(rounded.model)
+    out["int8-per-channel-weights"] = asdict(optimize.agreement(reference, rounded, ids, tokens))
     return out
+
+
+def round_to_int8_per_channel(model: Any) -> None:
+    """Every Linear weight (the output head included) rounded to symmetric int8 with one scale per output row."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+                module.weight = torch.nn.Parameter((w / scale).round().clamp(-128, 127) * scale, requires_grad=False)
 
 
 def prepare(cfg: dict[str, Any]) -> dict[str, Any]:
     """Export both precisions once (timed: the first load), so the contenders' loads are cached ones."""
     firsts = {}
-    for name, precision in PRECISION.items():
-        firsts[name] = Ort(cfg["model_dir"], precision).load_s
-    return {"first_load_s": firsts}
+    for name in PRECISION:
+        firsts[name] = Ort(cfg["model_dir"], name).load_s
+    flags = cpu_flags() & set(BF16_FLAGS)
+    bf16 = (
+        f"measured ({', '.join(sorted(flags))})" if flags else f"skipped: the CPU has none of {', '.join(BF16_FLAGS)}"
+    )
+    return {"first_load_s": firsts, "bf16": bf16}
 
 
 # ------------------------------------------------------------------------------------------------ the parent
@@ -193,9 +238,9 @@ def machine() -> dict[str, Any]:
 def summarize(samples: list[dict[str, Any]], agreement: dict[str, Any]) -> dict[str, Any]:
     """Medians per contender, ratios to the fp32 baseline, and each target met or not."""
     keys = ("load_s", "decode_tok_s", "ttft_ms", "batch_tok_s", "peak_rss_mb")
+    names = list(dict.fromkeys(s["contender"] for s in samples))
     medians = {
-        name: {k: statistics.median(s[k] for s in samples if s["contender"] == name) for k in keys}
-        for name in CONTENDERS
+        name: {k: statistics.median(s[k] for s in samples if s["contender"] == name) for k in keys} for name in names
     }
     base = medians["transformers-fp32"]
     targets: dict[str, Any] = {}
@@ -223,14 +268,21 @@ def table(report: dict[str, Any]) -> str:
         "| path | decode tok/s | batch tok/s | teacher-forced agreement | cached load s | peak RSS MB |",
         "|---|---|---|---|---|---|",
     ]
-    for name in CONTENDERS:
+    for name in med:
         m = med[name]
         a = f"{agree[name]['teacher_forced']:.3f}" if name in agree else "1 (reference)"
         lines.append(
             f"| {name} | {m['decode_tok_s']:.1f} | {m['batch_tok_s']:.1f} | {a} | {m['load_s']:.2f} | "
             f"{m['peak_rss_mb']:.0f} |"
         )
-    lines += ["", "| path | target | measured | wanted | met |", "|---|---|---|---|---|"]
+    rounded = agree.get("int8-per-channel-weights")
+    if rounded:
+        lines.append(f"| int8 per-channel weights (agreement only) | | | {rounded['teacher_forced']:.3f} | | |")
+    chosen = next((x for x in report.get("samples", []) if x["contender"] == "auto"), None)
+    if chosen:
+        lines += ["", f"hardware=auto chose {chosen['backend']}: {chosen['backend_reason']}"]
+    lines += ["", f"bf16: {report.get('bf16')}", ""]
+    lines += ["| path | target | measured | wanted | met |", "|---|---|---|---|---|"]
     for name, t in tg.items():
         for key, value in t["measured"].items():
             wanted = ("<= " if key in ("cached_load_s", "peak_rss_vs_fp32") else ">= ") + f"{TARGETS[key]:g}"
@@ -258,8 +310,9 @@ def main() -> None:
     encoded = json.dumps(cfg)
     report |= run_child(["--child", "prepare", encoded])
     samples = []
+    names = contenders()
     for r in range(cfg["repeats"]):
-        for name in CONTENDERS[r % len(CONTENDERS) :] + CONTENDERS[: r % len(CONTENDERS)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             log(f"repeat {r + 1}/{cfg['repeats']}: {name}")
             samples.append(run_child(["--child", name, encoded]))
     log("agreement with fp32 Transformers")
@@ -270,6 +323,7 @@ def main() -> None:
     print(table(report))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
+    args.json.with_suffix(".md").write_text(table(report) + "\n")
     log(f"wrote {args.json}")
 
 

@@ -132,8 +132,9 @@ def onnxruntime_problem(request: HardwareConfig, device: Device) -> str | None:
 ONNX_AUTO_REASON = (
     "onnxruntime: an ordinary Hugging Face causal LM on the CPU and onnxruntime-genai is installed; its fp32 "
     "export (made once, cached) gives the same greedy tokens as Transformers fp32 (teacher-forced agreement 1.000) "
-    "and decoded 3.2x and batched 1.7x faster on this project's CPU; int8 / int4 weights agreed on only 0.95-0.97 / "
-    "0.64 of greedy tokens and stay opt-in through hardware.quantization (benchmarks/results/cpu_paths.json)"
+    "and decoded 2.6x and batched 1.6x faster than plain Transformers fp32 on this project's CPU; int8 / int4 "
+    "weights agreed on only 0.967 / 0.69 of greedy tokens and stay opt-in through hardware.quantization "
+    "(benchmarks/results/cpu_paths.md)"
 )
 
 

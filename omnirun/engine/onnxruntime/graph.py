@@ -76,6 +76,12 @@ def fix_pruned_head(model_file: Path) -> None:
     kept = [node for node in graph.node if node.name not in (PRUNE_GATHER, PRUNE_UNSQUEEZE)]
     del graph.node[:]
     graph.node.extend(kept[:position] + new + kept[position:])
+    index = gather.input[1]  # the constant -1, unused now: onnxruntime would warn about it at every load
+    if all(index not in node.input for node in graph.node):
+        for node in [n for n in graph.node if list(n.output) == [index]]:
+            graph.node.remove(node)
+        for init in [i for i in graph.initializer if i.name == index]:
+            graph.initializer.remove(init)
     onnx.save(model, str(model_file))
 
 
