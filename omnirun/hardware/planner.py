@@ -26,6 +26,8 @@ GPU_HEADROOM = 0.9
 """Plan to fill at most this share of a device's free memory."""
 LLAMA_CPP_BATCH_CAP = 16
 """llama.cpp's batch size cap (see `choose_batch_size`)."""
+ONNXRUNTIME_BATCH_CAP = 32
+"""onnxruntime-genai's largest batch on the CPU (its generator refuses more)."""
 
 
 @dataclass(frozen=True)
@@ -308,9 +310,11 @@ def choose_batch_size(
 
     The cap is 64, measured on this project's 2-core CPU too (64 mixed-length prompts, 32 new tokens each,
     sorted by length: Transformers gave 59, 66 and 65 tok/s in batches of 16, 32 and 64), except 16 for
-    llama.cpp, whose decoding slowed with larger batches there (173 tok/s at 16, 126 at 64).
+    llama.cpp, whose decoding slowed with larger batches there (173 tok/s at 16, 126 at 64), and 32 for
+    onnxruntime, the most onnxruntime-genai's generator takes.
     """
-    cap = LLAMA_CPP_BATCH_CAP if backend == Backend.llama_cpp else 64
+    caps = {Backend.llama_cpp: LLAMA_CPP_BATCH_CAP, Backend.onnxruntime: ONNXRUNTIME_BATCH_CAP}
+    cap = caps.get(Backend(backend), 64)
     free = budget_mb - weight_mb(size.params, precision) * OVERHEAD
     if size.num_layers and size.kv_dim:
         kv_bytes = 2 * size.num_layers * size.kv_dim * (4 if precision == DType.float32 else 2)

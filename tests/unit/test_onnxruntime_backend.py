@@ -136,6 +136,7 @@ def test_plan_batch_cap_and_threads() -> None:
     placement = hardware.place(ORT, machine(), gguf=False)
     plan = hardware.plan(ORT, ModelSize(params=1_000_000, num_layers=2, kv_dim=64), machine(), placement=placement)
     assert plan.backend == Backend.onnxruntime and not plan.cpu_int4_decode
+    assert plan.batch_size == 32  # onnxruntime-genai's generator takes no more
 
 
 def test_non_generation_tasks_are_refused_before_loading(tiny_llama: Path) -> None:
@@ -175,6 +176,8 @@ def test_response_formats_become_guidance() -> None:
 def test_a_prompt_holding_the_padding_id_is_decoded_alone() -> None:
     assert decode.batches([[1, 2], [3]], pad=9) == [[0, 1]]
     assert decode.batches([[1, 9], [3]], pad=9) == [[0], [1]]
+    groups = decode.batches([[1]] * 70, pad=9)
+    assert [len(g) for g in groups] == [32, 32, 6] and [i for g in groups for i in g] == list(range(70))
 
 
 def test_builder_error_is_the_last_error_line() -> None:

@@ -65,12 +65,14 @@ class Decoder:
             options["random_seed"] = int(self.seed)
         search = og.GeneratorParams(self.model)
         search.set_search_options(**options)
-        if p.response_format is not None:
-            search.set_guidance(*guidance(p.response_format))
-        try:
+        if p.response_format is None:
             generator = og.Generator(self.model, search)
-        except RuntimeError as exc:  # the guidance could not compile the format
-            raise ValueError(f"generation.response_format: {str(exc).splitlines()[0][:200]}") from None
+        else:
+            search.set_guidance(*guidance(p.response_format))
+            try:
+                generator = og.Generator(self.model, search)
+            except RuntimeError as exc:  # the guidance could not compile the format
+                raise ValueError(f"generation.response_format: {str(exc).splitlines()[0][:200]}") from None
         batch = np.full((len(self.prompts), longest), self.pad, dtype=np.int32)
         for row, prompt in enumerate(self.prompts):
             batch[row, : len(prompt)] = prompt
@@ -113,11 +115,16 @@ def guidance(fmt: dict[str, Any]) -> tuple[str, str]:
     return "json_schema", json.dumps({**schema, "x-guidance": structured.JSON_OPTIONS})
 
 
+MAX_BATCH = 32
+"""The most sequences onnxruntime-genai's generator takes at once on the CPU."""
+
+
 def batches(prompts: list[list[int]], pad: int) -> list[list[int]]:
-    """Index groups decoded together: all prompts, unless one contains the padding id (then one at a time)."""
+    """Index groups decoded together: up to `MAX_BATCH` prompts at a time, unless one contains the padding id
+    (then one at a time)."""
     if any(pad in p for p in prompts):
         return [[i] for i in range(len(prompts))]
-    return [list(range(len(prompts)))]
+    return [list(range(i, min(i + MAX_BATCH, len(prompts)))) for i in range(0, len(prompts), MAX_BATCH)]
 
 
 def run(
