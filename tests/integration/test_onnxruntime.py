@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from omnirun.engine.build import build
 from omnirun.engine.hf import optimize
 from omnirun.engine.onnxruntime import OrtEngine, export
 from omnirun.errors import ConfigError
+from omnirun.hardware import backends
 
+from clirun import omnirun, only_run_dir
 from tiny_models import build_tiny
 
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=12, temperature=1.0, top_p=1.0, top_k=0)
@@ -136,3 +139,37 @@ def test_response_formats_are_enforced(fp32: OrtEngine) -> None:
         assert all(structured.output_problem(c.text, fmt) is None for c in outputs), [c.text for c in outputs]
         stream = fp32.stream_tokens(PROMPTS[0], params)
         assert structured.output_problem("".join(stream), fmt) is None
+
+
+def test_auto_runs_an_ordinary_checkpoint_through_onnxruntime(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hardware=auto` end to end: the run goes through the fp32 export, the manifest says so and why, and the
+    records (per-record formats included) are answered as on Transformers. The size rule is lowered for the
+    tiny model; the other rules decide."""
+    monkeypatch.setattr(backends, "AUTO_ONNX_MIN_PARAMS", 1)
+    schema = {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}, "required": ["kind"]}
+    lines = [
+        {"id": "s", "prompt": "hello", "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
+        {"id": "r", "prompt": "numbers", "response_format": {"type": "regex", "pattern": "[0-9]{2,4}"}},
+        {"id": "f", "prompt": "free text"},
+        {"id": "g", "prompt": "more free text, a little longer than the one before"},
+    ]
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    args = (f"model.name={model_dir}", f"input.path={records}", "generation=greedy", "generation.max_new_tokens=12")
+    assert omnirun(tmp_path / "ort", *args, "task.batch_size=4") == 0
+    run = only_run_dir(tmp_path / "ort")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["plan"]["reasons"]["backend"].startswith("onnxruntime: an ordinary Hugging Face causal LM")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_errors"] == 0 and metrics["valid_rate"] == {"json_schema": 1.0, "regex": 1.0}
+    assert omnirun(tmp_path / "hf", *args, "task.batch_size=4", "hardware.backend=transformers") == 0
+    reference = only_run_dir(tmp_path / "hf")
+
+    def outputs(folder: Path) -> dict[str, str]:
+        rows = [json.loads(line) for line in (folder / "outputs.jsonl").read_text().splitlines()]
+        return {row["id"]: row["output"] for row in rows}
+
+    mine, theirs = outputs(run), outputs(reference)
+    assert mine["f"] == theirs["f"] and mine["g"] == theirs["g"]  # free text: the same greedy tokens
