@@ -136,7 +136,8 @@ class OrtEngine(ConvenienceAPI):
         self.plan = self._plan()
         config = og.Config(str(path))
         # Always explicit: left unset, onnxruntime-genai's session ran a 32-prompt batch 1.6-1.9x slower here.
-        threads = self.plan.num_threads or (self.info or hardware.detect()).cpu_cores
+        assert self.info is not None  # read by _plan
+        threads = self.plan.num_threads or self.info.cpu_cores
         options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
         config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self._model = og.Model(config)
@@ -154,7 +155,7 @@ class OrtEngine(ConvenienceAPI):
 
     def _plan(self) -> HardwarePlan:
         """The hardware plan on this engine's placement: the CPU, fp32 activations, the export's weights."""
-        info = self.info or hardware.detect()
+        info = self.info = self.info or hardware.detect()  # read once; load_model takes the core count from it
         request = replace(self.hardware_config, quantization=None, backend=Backend.onnxruntime)
         placement = self.placement or hardware.place(replace(request, device=Device.cpu), info, gguf=False)
         decoder = self._genai["decoder"]
