@@ -21,6 +21,9 @@ class DType(StrEnum):
 
 
 class Backend(StrEnum):
+    """The built-in backends' names (for code and tests that name one); `hardware.backend` accepts any installed
+    backend (`omnirun.plugins.backends()`), and the core never enumerates this class."""
+
     auto = "auto"
     transformers = "transformers"
     llama_cpp = "llama.cpp"

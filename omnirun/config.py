@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omnirun import structured
+from omnirun import plugins, structured
 from omnirun.benchmark_config import BenchmarkConfig
 from omnirun.checks import (
     GENERATION_TYPES,
@@ -25,7 +25,6 @@ from omnirun.checks import (
 )
 from omnirun.choices import (
     Aggregation,
-    Backend,
     Device,
     DType,
     EmbeddingsFormat,
@@ -39,6 +38,7 @@ from omnirun.choices import (
     TaskName,
     TemplateMode,
 )
+from omnirun.choices import Backend as Backend  # re-exported: the built-in backends' names
 from omnirun.errors import ConfigError
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -92,9 +92,10 @@ class ModelConfig:
 
 @dataclass
 class HardwareConfig:
-    backend: str = Backend.auto
-    """`auto` takes llama.cpp for a GGUF model on the CPU when llama-cpp-python is installed (the fastest path
-    measured, see benchmarks/), else Transformers; `transformers` or `llama.cpp` force one."""
+    backend: str = "auto"
+    """An installed backend (`transformers`, `llama.cpp`, `onnxruntime`, `diffusers`, or a plugin's), or `auto`:
+    the backend that measured fastest for this model, task and machine (see `hardware.backends`), with its
+    reason in the manifest."""
     optimize: bool = True
     """Let `auto` pick measured CPU speed-ups (the llama.cpp backend, decode paths); false keeps plain fp32."""
     device: Device = Device.auto
@@ -117,7 +118,8 @@ class HardwareConfig:
     """CPU threads for torch; null keeps torch's default (one per physical core)."""
 
     def validate(self) -> None:
-        self.backend = parse_choice("hardware.backend", Backend, self.backend)
+        if self.backend != plugins.AUTO:
+            self.backend = plugins.backend(self.backend).name
         dm = self.device_map
         if isinstance(dm, str) and DEVICE_NAME.match(dm):
             self.device_map = {"": dm}  # the whole model on one device, as `device_map="cpu"` means in Transformers
@@ -214,8 +216,9 @@ class GenerationConfig:
 
 @dataclass
 class TaskConfig:
-    name: TaskName = TaskName.generate
-    """`generate`, `chat`, `batch` or `stream`."""
+    name: str = TaskName.generate
+    """An installed task: `generate`, `chat`, `batch`, `stream`, `benchmark`, `export`, `embed`, `classify`, ...
+    or a plugin's (`omnirun.plugins`)."""
     batch_size: Any = 1
     """Prompts per `generate` call: a positive integer, or `auto` to take the hardware plan's."""
     chat_template: TemplateMode = TemplateMode.auto
@@ -255,7 +258,13 @@ class TaskConfig:
     width: int | None = None
     """task=image: image width in pixels (null: the pipeline's default); a multiple of 8."""
 
+    options: dict[str, Any] = field(default_factory=dict)
+    """A plugin task's own options (its `TaskSpec.options` dataclass); unknown keys are refused."""
+
     def validate(self) -> None:
+        spec = plugins.task(self.name)
+        self.name = TaskName(spec.name) if spec.name in set(TaskName) else spec.name
+        plugins.parse_options(spec, self.options)
         check_task_options(self)
         bs = self.batch_size
         if bs == "auto":

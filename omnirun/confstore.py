@@ -35,7 +35,20 @@ def register_configs() -> None:
 
     OmegaConf.register_new_resolver("oc.env", env_resolver, replace=True)
 
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    register_plugin_tasks(store)
+
+
+def register_plugin_tasks(store: Any) -> None:
+    """`task=<name>` for every installed task that ships no conf/task/<name>.yaml (a plugin's): a `task` group
+    option holding its name and its `TaskSpec.defaults`."""
+    from omnirun import plugins
+
+    shipped = {p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "task").glob("*.yaml")}
+    for name, spec in plugins.tasks().items():
+        if name not in shipped:
+            store.store(group="task", name=name, node={"name": name, **dict(spec.defaults)})
 
 
 def env_resolver(key: str, default: Any = "__omnirun_no_default__") -> str | None:

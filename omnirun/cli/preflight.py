@@ -153,4 +153,10 @@ def valid_keys_hint(key: str) -> str:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    """The options of a config group: its YAML files, and for `task` every installed task (plugins too)."""
+    found = {p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")}
+    if group == "task":
+        from omnirun import plugins
+
+        found |= set(plugins.tasks())
+    return sorted(found)

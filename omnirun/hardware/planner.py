@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omnirun.config import Backend, Device, DType, HardwareConfig, Quantization
+from omnirun import plugins
+from omnirun.config import Device, DType, HardwareConfig, Quantization
 from omnirun.errors import ConfigError
-from omnirun.hardware.backends import ExportCandidate, choose_backend, choose_cpu_int4_decode
+from omnirun.hardware.backends import ExportCandidate, choose_backend
 from omnirun.hardware.detect import MB, HardwareInfo
+from omnirun.plugins import AUTO, Capability
+
+if TYPE_CHECKING:
+    from omnirun.config import GenerationConfig
+    from omnirun.engine.source import ModelSource
 
 log = logging.getLogger("omnirun.hardware")  # the package's logger, the name users filter on
 
@@ -24,10 +30,6 @@ OVERHEAD = 1.2
 """Weights need this much more than their raw size once loaded (buffers, allocator slack, activations)."""
 GPU_HEADROOM = 0.9
 """Plan to fill at most this share of a device's free memory."""
-LLAMA_CPP_BATCH_CAP = 16
-"""llama.cpp's batch size cap (see `choose_batch_size`)."""
-ONNXRUNTIME_BATCH_CAP = 32
-"""onnxruntime-genai's largest batch on the CPU (its generator refuses more)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ class Placement:
     device: Device
     """`cpu`, `cuda` or `mps` (never `auto`)."""
     device_reason: str
-    backend: Backend
-    """`transformers` or `llama.cpp` (never `auto`)."""
+    backend: str
+    """The registered backend that runs it (never `auto`)."""
     backend_reason: str
 
 
@@ -69,8 +71,8 @@ class HardwarePlan:
     num_threads: int | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     """One sentence per choice: why it was made."""
-    backend: Backend = Backend.transformers
-    """`transformers` or `llama.cpp` (GGUF files on the CPU)."""
+    backend: str = ""
+    """The registered backend that runs the model (`hardware.backend`, resolved)."""
     cpu_int4_decode: bool = False
     """Transformers on the CPU: Linear layers whose fp32 weights lie exactly on a 4-bit grid (dequantized GGUF)
     get an int4 copy for single-stream decoding (`omnirun.engine.hf.optimize`); prefill and batches stay fp32."""
@@ -87,11 +89,26 @@ def place(
     gguf: bool,
     batched: bool = False,
     candidate: ExportCandidate | None = None,
+    needs: Capability | None = Capability.generate,
+    task: str | None = None,
+    source: ModelSource | None = None,
+    generation: GenerationConfig | None = None,
 ) -> Placement:
     """Resolve the device once and choose the backend for it (see `choose_backend`)."""
     reasons: dict[str, str] = {}
     device = choose_device(request.device, hw, reasons)
-    backend, why = choose_backend(request, hw, device=device, gguf=gguf, batched=batched, candidate=candidate)
+    backend, why = choose_backend(
+        request,
+        hw,
+        device=device,
+        gguf=gguf,
+        batched=batched,
+        candidate=candidate,
+        needs=needs,
+        task=task,
+        source=source,
+        generation=generation,
+    )
     return Placement(device, reasons["device"], backend, why)
 
 
@@ -107,23 +124,20 @@ def plan(
     backend of `placement` (when None: the request's device with the Transformers backend).
 
     `auto=False` (the engine's manual mode) keeps the request as given and only resolves `auto` values to
-    the plain defaults (fp32 on CPU); it never picks quantization by itself. `request.optimize=False` (or
-    manual mode) turns off the measured CPU speed-up of the Transformers backend (`cpu_int4_decode`).
+    the plain defaults (fp32 on CPU); it never picks quantization by itself. The backend's spec then adds its
+    own choices (`BackendSpec.refine_plan`, e.g. Transformers' CPU decode copies, off when `request.optimize`
+    is false or in manual mode).
     """
-    where = placement or place(replace(request, backend=Backend.transformers), hw, gguf=False)
+    where = placement or place(replace(request, backend=AUTO), hw, gguf=False)
     device, backend = where.device, where.backend
+    spec = plugins.backend(backend)
     reasons = {"backend": where.backend_reason, "device": where.device_reason}
     dtype = choose_dtype(request.dtype, device, hw, reasons, auto, checkpoint=size.dtype)
     quantization = choose_quantization(
         request.quantization, device, dtype, size, hw, reasons, auto, strict=request.quantization_strict
     )
-    int4_decode = backend == Backend.transformers and choose_cpu_int4_decode(
-        request, device, quantization, hw, reasons, request.optimize and auto
-    )
-    if backend == Backend.llama_cpp:
-        reasons["dtype"] = "the GGUF file's own weight types, run by llama.cpp's kernels (no dequantization)"
     budget = memory_budget_mb(device, hw)
-    batch = choose_batch_size(size, device, quantization or dtype, budget, reasons, backend)
+    batch = choose_batch_size(size, device, quantization or dtype, budget, reasons, spec.batch_cap)
     if request.device_map is not None:
         reasons["device_map"] = f"device_map={request.device_map!r} as requested: accelerate places the weights"
     threads = request.num_threads
@@ -131,7 +145,7 @@ def plan(
         reasons["num_threads"] = (
             f"{threads} CPU threads as requested" if threads else f"default: one thread per core ({hw.cpu_cores})"
         )
-    return HardwarePlan(
+    planned = HardwarePlan(
         device=device,
         dtype=dtype,
         quantization=quantization,
@@ -141,8 +155,8 @@ def plan(
         num_threads=threads,
         reasons=reasons,
         backend=backend,
-        cpu_int4_decode=int4_decode,
     )
+    return spec.refine_plan(planned, request, hw, auto) if spec.refine_plan is not None else planned
 
 
 def choose_device(requested: Device, hw: HardwareInfo, reasons: dict[str, str]) -> Device:
@@ -304,17 +318,14 @@ def choose_batch_size(
     precision: str,
     budget_mb: float,
     reasons: dict[str, str],
-    backend: str = Backend.transformers,
+    cap: int = 64,
 ) -> int:
     """A batch size for `task.batch_size=auto`: as many sequences as the KV cache budget allows, capped.
 
-    The cap is 64, measured on this project's 2-core CPU too (64 mixed-length prompts, 32 new tokens each,
-    sorted by length: Transformers gave 59, 66 and 65 tok/s in batches of 16, 32 and 64), except 16 for
-    llama.cpp, whose decoding slowed with larger batches there (173 tok/s at 16, 126 at 64), and 32 for
-    onnxruntime, the most onnxruntime-genai's generator takes.
+    The cap is the backend's (`BackendSpec.batch_cap`; 64 by default, measured on this project's 2-core CPU:
+    64 mixed-length prompts, 32 new tokens each, sorted by length: Transformers gave 59, 66 and 65 tok/s in
+    batches of 16, 32 and 64).
     """
-    caps = {Backend.llama_cpp: LLAMA_CPP_BATCH_CAP, Backend.onnxruntime: ONNXRUNTIME_BATCH_CAP}
-    cap = caps.get(Backend(backend), 64)
     free = budget_mb - weight_mb(size.params, precision) * OVERHEAD
     if size.num_layers and size.kv_dim:
         kv_bytes = 2 * size.num_layers * size.kv_dim * (4 if precision == DType.float32 else 2)

@@ -1,36 +1,54 @@
 """The tasks: each runs a job (records or a measured workload) with an engine and returns the run's metrics.
 
-Adding a task is a module here plus one line in `TASKS`; a per-record task only writes the function that
-handles a list of records (see `tasks.generate`) and wraps it in `RecordsTask`.
+Every task is an `omnirun.plugins.TaskSpec` registered through the `omnirun.tasks` entry points (the built-in
+ones are in `tasks.specs`); a per-record task only writes the function that handles a list of records and wraps
+it in `RecordsTask`. `TASKS[name]` is the runner of the installed task `name`.
 """
 
 from __future__ import annotations
 
-from omnirun.config import TaskName
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from omnirun import plugins
+from omnirun.engine.base import Answer, Engine
 from omnirun.inputs.records import InputSpec
-from omnirun.tasks.analysis import SPECS, run_analysis, spec_for
+from omnirun.tasks.analysis import run_analysis
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Task, TaskContext
-from omnirun.tasks.benchmark import run_benchmark
-from omnirun.tasks.export import run_export
-from omnirun.tasks.generate import run_chat, run_generate
 from omnirun.tasks.records import RecordsTask
-from omnirun.tasks.stream import run_stream
-
-TASKS: dict[TaskName, Task] = {
-    TaskName.generate: RecordsTask(run_generate),
-    TaskName.batch: RecordsTask(run_generate),
-    TaskName.chat: RecordsTask(run_chat, needs_chat_template=True),
-    TaskName.stream: RecordsTask(run_stream, windowed=False),
-    TaskName.benchmark: run_benchmark,
-    TaskName.export: run_export,
-}
-for _name in SPECS:  # embed, classify, ..., caption, image: one shape, the task's InputSpec apart
-    TASKS[_name] = RecordsTask(run_analysis, inputs=spec_for(_name))
-
-__all__ = ["TASKS", "WINDOW_BATCHES", "Job", "Task", "TaskContext", "input_spec"]
 
 
-def input_spec(task: TaskName) -> InputSpec | None:
+class _Tasks(Mapping[str, plugins.Runner]):
+    """The installed tasks' runners, by name (read from the entry points when first asked)."""
+
+    def __getitem__(self, name: str) -> plugins.Runner:
+        return plugins.task(name).run
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(plugins.tasks())
+
+    def __len__(self) -> int:
+        return len(plugins.tasks())
+
+
+TASKS: Mapping[str, plugins.Runner] = _Tasks()
+
+__all__ = ["TASKS", "WINDOW_BATCHES", "Job", "RecordsTask", "Task", "TaskContext", "input_spec", "per_record"]
+
+
+def per_record(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> RecordsTask:
+    """A task's runner from a function of one record's fields (`prompt` and the fields its `InputSpec` names) to
+    its row's result fields. The records are read lazily, windowed and batched by `task.batch_size`, written in
+    input order as they finish, and a record the function raises on becomes its own error row: the same loop
+    every built-in per-record task runs (`tasks.analysis.run_analysis`)."""
+
+    def answer(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seed: int) -> list[Answer]:
+        return [Answer(fn(item)) for item in items]
+
+    return RecordsTask(functools.partial(run_analysis, answer=answer))
+
+
+def input_spec(task: str) -> InputSpec | None:
     """The fields a task reads from each record; None: a generation task (prompt or messages)."""
-    runner = TASKS[task]
-    return runner.inputs if isinstance(runner, RecordsTask) else None
+    return plugins.task(task).inputs

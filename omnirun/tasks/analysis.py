@@ -3,14 +3,14 @@ segment, audio_classify, transcribe, caption, image): records in windows, each w
 `engine.analyze`, rows written in input order. A batch that fails is retried record by record, so a corrupt
 image or a text without a mask token becomes that record's error row and the others are answered.
 
-Each task's inputs are an `InputSpec` (`SPECS`): the fields `inputs.read` validates into a record.
+Each task's inputs are an `InputSpec` in its `TaskSpec` (`tasks.specs`): the fields `inputs.read` validates.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +20,30 @@ from omnirun.engine.base import Answer, Engine
 from omnirun.errors import InputError
 from omnirun.inputs import Record
 from omnirun.inputs.media import describe
-from omnirun.inputs.openai import EMBEDDINGS_URL, RERANK_URL, SCORE_URL
-from omnirun.inputs.records import MEDIA_FIELDS, InputSpec
+from omnirun.inputs.records import MEDIA_FIELDS
 from omnirun.results.schema import ResultRow
 from omnirun.tasks.base import Progress, TaskContext, record_error
 from omnirun.tasks.batching import windows, write_finished
 
-TEXT = ("prompt",)
-SPECS: dict[TaskName, InputSpec] = {
-    TaskName.embed: InputSpec(TEXT, urls=(EMBEDDINGS_URL,)),
-    TaskName.classify: InputSpec(TEXT, ("text_pair",)),
-    TaskName.token_classify: InputSpec(TEXT),
-    TaskName.qa: InputSpec(("question", "context")),
-    TaskName.fill_mask: InputSpec(TEXT),
-    TaskName.rerank: InputSpec(("query", "documents"), ("top_n",), urls=(SCORE_URL, RERANK_URL)),
-    TaskName.image_classify: InputSpec(("image",)),
-    TaskName.detect: InputSpec(("image",)),
-    TaskName.segment: InputSpec(("image",)),
-    TaskName.audio_classify: InputSpec(("audio",)),
-    TaskName.transcribe: InputSpec(("audio",)),
-    TaskName.caption: InputSpec(("image",), TEXT),
-    TaskName.image: InputSpec(TEXT, ("negative_prompt",)),
-}
-"""What each non-generation task reads from a record (the task name is filled in by `spec_for`)."""
+Answerer = Callable[[Engine, list[dict[str, Any]], TaskContext, int], list[Answer]]
+"""How a per-record task answers a batch: (engine, the records' fields, the context, the batch's seed) -> one
+`Answer` per item, in order."""
 
 
-def spec_for(task: TaskName) -> InputSpec | None:
-    """The task's input spec; None for the generation tasks (prompt or messages)."""
-    spec = SPECS.get(task)
-    return None if spec is None else InputSpec(spec.required, spec.optional, spec.urls, str(task))
+def analyze(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seed: int) -> list[Answer]:
+    """The built-in tasks beyond generation: the engine's `analyze`."""
+    return engine.analyze(TaskName(ctx.task.name), items, ctx.task, ctx.generation, seed)
 
 
-def run_analysis(engine: Engine, records: Iterable[Record], ctx: TaskContext, progress: Progress) -> None:
+def run_analysis(
+    engine: Engine, records: Iterable[Record], ctx: TaskContext, progress: Progress, answer: Answerer = analyze
+) -> None:
     """Answer the records window by window (one window held at a time); on Ctrl-C the window's finished rows
     are written, then it goes on."""
     for window in windows(records, ctx.window):
         done: dict[int, ResultRow] = {}
         try:
-            run_window(engine, window, ctx, progress, done)
+            run_window(engine, window, ctx, progress, done, answer)
         except KeyboardInterrupt:
             write_finished(ctx, window, done)
             raise
@@ -65,7 +51,12 @@ def run_analysis(engine: Engine, records: Iterable[Record], ctx: TaskContext, pr
 
 
 def run_window(
-    engine: Engine, window: list[Record], ctx: TaskContext, progress: Progress, done: dict[int, ResultRow]
+    engine: Engine,
+    window: list[Record],
+    ctx: TaskContext,
+    progress: Progress,
+    done: dict[int, ResultRow],
+    answer: Answerer = analyze,
 ) -> None:
     for record in window:
         if record.error is not None:
@@ -76,24 +67,22 @@ def run_window(
         runnable.sort(key=lambda r: len(r.prompt or "") + len(r.fields.get("context", "")))
     for i in range(0, len(runnable), ctx.batch_size):
         batch = runnable[i : i + ctx.batch_size]
-        for record, answer, error in answer_isolated(engine, batch, ctx):
-            done[record.index] = task_row(record, answer, error, ctx)
+        for record, found, error in answer_isolated(engine, batch, ctx, answer):
+            done[record.index] = task_row(record, found, error, ctx)
         progress.update(len(batch), 0)
 
 
 Result = tuple[Record, Answer | None, str | None]
 
 
-def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext) -> list[Result]:
+def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext, answer: Answerer = analyze) -> list[Result]:
     """One `engine.analyze` call for the batch; when it fails, each record alone, so the failure lands on the
     records that cause it. A failure no record escapes before any record of the run succeeded is not about a
     record (a broken model): it stops the run."""
     start = time.perf_counter()
     try:
         try:
-            answers = engine.analyze(
-                ctx.task.name, [item(r) for r in batch], ctx.task, ctx.generation, ctx.seed + batch[0].index
-            )
+            answers = answer(engine, [item(r) for r in batch], ctx, ctx.seed + batch[0].index)
         finally:
             ctx.model_s += time.perf_counter() - start
         seconds = time.perf_counter() - start
@@ -104,7 +93,7 @@ def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext) -> li
         if len(batch) == 1:
             results = [(batch[0], None, record_error(batch[0], exc))]
         else:
-            results = [r for record in batch for r in answer_isolated(engine, [record], ctx)]
+            results = [r for record in batch for r in answer_isolated(engine, [record], ctx, answer)]
         if not ctx.succeeded and all(a is None for _, a, _ in results) and not about_the_input(exc):
             raise
     ctx.succeeded += sum(a is not None for _, a, _ in results)

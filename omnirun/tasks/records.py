@@ -16,7 +16,6 @@ from omnirun.config import EmbeddingsFormat
 from omnirun.engine.base import Engine
 from omnirun.errors import ConfigError
 from omnirun.inputs import Record
-from omnirun.inputs.records import InputSpec
 from omnirun.results import timing
 from omnirun.results.schema import MemoryMetrics, RunMetrics, Status, summarize
 from omnirun.results.writer import ResultWriter, RunTotals
@@ -35,8 +34,6 @@ class RecordsTask:
     needs_chat_template: bool = False
     windowed: bool = True
     """Records are batched in windows (resume must restart at a window's start); false: one at a time."""
-    inputs: InputSpec | None = None
-    """A non-generation task's input fields (None: prompt or messages)."""
 
     def __call__(self, job: Job) -> RunMetrics:
         cfg, engine = job.cfg, job.engine

@@ -10,7 +10,7 @@ import torch
 
 from omnirun import hardware
 from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, Quantization
-from omnirun.engine.build import BACKENDS
+from omnirun import plugins
 from omnirun.engine.hf import optimize
 from omnirun.errors import ConfigError
 from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize, Placement
@@ -79,7 +79,7 @@ def test_explicit_backends() -> None:
         choose("llama.cpp", HardwareConfig(), machine(llama_cpp=False), gguf=True)
     with pytest.raises(ConfigError, match="not a GGUF"):
         choose("llama.cpp", HardwareConfig(), machine(), gguf=False)
-    with pytest.raises(ConfigError, match="backend must be one of"):
+    with pytest.raises(ConfigError, match="backend must be auto or an installed backend"):
         choose("vllm", HardwareConfig(), machine(), gguf=True)
 
 
@@ -168,8 +168,10 @@ def test_common_prefix() -> None:
     assert optimize.common_prefix([], [1]) == 0
 
 
-def test_every_backend_is_registered_once() -> None:
-    assert set(BACKENDS) == set(Backend) - {Backend.auto}
+def test_every_built_in_backend_registers_through_its_entry_point() -> None:
+    assert set(plugins.backends()) >= set(Backend) - {Backend.auto}
+    for name, spec in plugins.backends().items():
+        assert spec.name == name and spec.capabilities
 
 
 def test_sampler_follows_transformers_processors() -> None:
