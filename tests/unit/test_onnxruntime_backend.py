@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime_genai")
 
 import transformers
 
-from omnirun import hardware
+from omnirun import hardware, plugins
 from omnirun.config import (
     Backend,
     Device,
@@ -24,7 +24,6 @@ from omnirun.config import (
     TaskName,
 )
 from omnirun.engine import source
-from omnirun import plugins
 from omnirun.engine.build import build
 from omnirun.engine.onnxruntime import OrtEngine, decode, export
 from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
@@ -118,6 +117,10 @@ def test_the_candidate_is_read_from_the_folder(tiny_llama: Path, tmp_path: Path)
     (empty / "config.json").write_text("not json")
     unreadable = export.candidate(source.resolve(str(empty), None))
     assert unreadable is not None and (unreadable.architecture, unreadable.params) == (None, None)
+    for written in ({"model_type": "llama"}, {"architectures": None}, {"architectures": []}, ["a list"]):
+        (empty / "config.json").write_text(json.dumps(written))  # AutoConfig.save_pretrained lists none
+        found = export.candidate(source.resolve(str(empty), None))
+        assert found is not None and found.architecture is None
 
 
 def test_auto_build_keeps_transformers_for_beam_search(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,8 +85,9 @@ def candidate(source: models.ModelSource) -> ExportCandidate | None:
     folder = Path(source.path) if source.kind == "local" else cached_hub_folder(source.path)
     architecture, params = None, None
     if folder is not None and (folder / "config.json").is_file():
-        with contextlib.suppress(OSError, ValueError, IndexError, TypeError):
-            architecture = str(json.loads((folder / "config.json").read_text())["architectures"][0])
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            listed = json.loads((folder / "config.json").read_text()).get("architectures") or [None]
+            architecture = None if listed[0] is None else str(listed[0])
         with contextlib.suppress(OSError, ValueError, struct.error):
             params = count_params(folder) or None
     root = models.cache_root()
