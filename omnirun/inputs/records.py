@@ -41,10 +41,6 @@ class Record:
     url: str | None = None
     """The OpenAI batch endpoint the request line named (`/v1/embeddings`, ...)."""
 
-    def as_input(self) -> dict[str, Any]:
-        """The input fields echoed into outputs.jsonl."""
-        return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt}
-
 
 TEXT_FIELDS = frozenset({"prompt", "text_pair", "question", "context", "query", "negative_prompt"})
 LIST_FIELDS = frozenset({"documents", "texts"})

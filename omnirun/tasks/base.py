@@ -115,12 +115,6 @@ class Prepared:
     error: str | None = None
 
 
-def prepare(engine: Engine, records: list[Record], ctx: TaskContext, *, chat: bool) -> list[Prepared]:
-    """`prepare_one` for each record (callers prepare one window at a time, so a late bad record cannot stop
-    early good ones)."""
-    return [prepare_one(engine, record, ctx, chat=chat) for record in records]
-
-
 def prepare_one(engine: Engine, record: Record, ctx: TaskContext, *, chat: bool) -> Prepared:
     """Render a record to prompt text, resolve its generation parameters, count its tokens and fit it into the
     model's context. Anything that goes wrong is about this record only and becomes its error."""
