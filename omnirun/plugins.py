@@ -30,7 +30,7 @@ from omnirun.errors import ConfigError
 
 if TYPE_CHECKING:
     from omnirun.config import GenerationConfig, HardwareConfig
-    from omnirun.engine.base import EngineCore
+    from omnirun.engine.base import EngineBase
     from omnirun.engine.source import ModelSource
     from omnirun.hardware.detect import HardwareInfo
     from omnirun.hardware.planner import HardwarePlan
@@ -81,7 +81,7 @@ class BackendRequest:
     generation: GenerationConfig | None = None
 
 
-EngineFactory = Callable[..., "EngineCore"]
+EngineFactory = Callable[..., "EngineBase"]
 """`factory(model: ModelConfig, hardware: HardwareConfig, *, placement, info, generation, batch_size)`."""
 
 

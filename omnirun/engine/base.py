@@ -1,7 +1,9 @@
 """What every inference engine returns and offers, independent of the backend.
 
-`EngineCore` is what a backend implements; `Engine` adds the convenience API (`infer`, `stream`, `chat`,
-`params`, the context manager), which `ConvenienceAPI` provides once for every backend on top of the core.
+`EngineBase` is what every backend implements; `TextGenerator`, `Analyzer` and `Exporter` are the three
+capabilities a backend's spec may declare (`omnirun.plugins.Capability`), `EngineCore` all three. `Engine` adds
+the convenience API (`infer`, `stream`, `chat`, `params`, the context manager), which `ConvenienceAPI`
+provides once for every text generator.
 """
 
 from __future__ import annotations
@@ -100,8 +102,10 @@ class StreamHandle(Protocol):
     def __iter__(self) -> Iterator[str]: ...
 
 
-class EngineCore(Protocol):
-    """What a backend implements: everything the runner and the tasks use."""
+class EngineBase(Protocol):
+    """What every engine has, whatever it serves: its state (model name, device, plan, where the weights came
+    from) and its lifecycle. A backend implements this plus the capabilities its spec declares
+    (`omnirun.plugins.Capability`): `TextGenerator`, `Analyzer`, `Exporter`."""
 
     @property
     def model_name(self) -> str:
@@ -126,6 +130,25 @@ class EngineCore(Protocol):
         ...
 
     @property
+    def is_loaded(self) -> bool: ...
+    def load_tokenizer(self) -> Any: ...
+    def load_model(self) -> Self: ...
+    def unload_model(self) -> None: ...
+    def memory(self) -> MemoryReport: ...
+    def check_task(self, task: TaskName) -> None:
+        """Refuse (ConfigError, one line) a task this model cannot serve, reading its config only (no weights, no
+        tokenizer); the engine then loads the head that serves it. `engine.build(..., task=...)` calls it."""
+        ...
+
+    def parameters(self) -> ParameterCount | None:
+        """The loaded model's parameter count; None before `load_model()`."""
+        ...
+
+
+class TextGenerator(EngineBase, Protocol):
+    """Capability `generate`: tokenize, generate, stream, chat (the generation tasks and `benchmark`)."""
+
+    @property
     def tokenizer(self) -> Any:
         """Callable on text (`tok(text, add_special_tokens=...)["input_ids"]`), with `len()` and
         `all_special_ids`; None until `load_tokenizer()`."""
@@ -134,17 +157,12 @@ class EngineCore(Protocol):
     @property
     def max_context(self) -> int | None: ...
     @property
-    def is_loaded(self) -> bool: ...
-    @property
     def default_generation(self) -> GenerationConfig: ...
     @property
     def batch_size(self) -> int | None:
         """Prompts per `generate` call in `infer`; None takes the plan's."""
         ...
 
-    def load_tokenizer(self) -> Any: ...
-    def load_model(self) -> Self: ...
-    def unload_model(self) -> None: ...
     def generate(
         self, texts: list[str], params: GenerationConfig, *, add_special_tokens: bool = True, seed: int | None = None
     ) -> list[Completion]: ...
@@ -157,10 +175,13 @@ class EngineCore(Protocol):
     def render_chat(self, messages: list[dict[str, str]]) -> str: ...
     def has_chat_template(self) -> bool: ...
     def count_tokens(self, text: str, add_special_tokens: bool = True) -> int: ...
-    def memory(self) -> MemoryReport: ...
     def argmax_next(self, ids: list[int]) -> list[int]:
         """The greedy next token after every prefix of `ids` (one pass; for agreement checks)."""
         ...
+
+
+class Analyzer(EngineBase, Protocol):
+    """Capability `analyze`: the tasks beyond generation over a batch of records."""
 
     def analyze(
         self,
@@ -174,14 +195,9 @@ class EngineCore(Protocol):
         fields, images and audio decoded), one `Answer` per item in order; `params` for caption."""
         ...
 
-    def check_task(self, task: TaskName) -> None:
-        """Refuse (ConfigError, one line) a task this model cannot serve, reading its config only (no weights, no
-        tokenizer); the engine then loads the head that serves it. `engine.build(..., task=...)` calls it."""
-        ...
 
-    def parameters(self) -> ParameterCount | None:
-        """The loaded model's parameter count; None before `load_model()`."""
-        ...
+class Exporter(EngineBase, Protocol):
+    """Capability `export`: write the loaded model out."""
 
     def save(self, path: str | Path) -> SavedModel:
         """Write the loaded model (safetensors) and its tokenizer / processor into the folder `path`."""
@@ -197,8 +213,14 @@ class EngineCore(Protocol):
         ...
 
 
+class EngineCore(TextGenerator, Analyzer, Exporter, Protocol):
+    """All three capabilities (the Transformers backend). The runner hands a task the engine its spec's
+    capability promises; a backend implements only what it declares."""
+
+
 class Engine(EngineCore, Protocol):
-    """The complete engine: the core plus the convenience API every backend offers the same way."""
+    """The complete engine: the core plus the convenience API every text generator offers the same way (the
+    type the tasks see; a backend with fewer capabilities is never handed a task that needs the others)."""
 
     def infer(self, prompt: str | list[str], **gen: Any) -> str | list[str]: ...
     def stream(self, prompt: str, **gen: Any) -> Iterator[str]: ...
@@ -209,12 +231,12 @@ class Engine(EngineCore, Protocol):
 
 
 # ------------------------------------------------------------------------------------ the convenience API
-def generation_params(engine: EngineCore, **gen: Any) -> GenerationConfig:
+def generation_params(engine: TextGenerator, **gen: Any) -> GenerationConfig:
     """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
     return engine.default_generation.with_overrides(gen, prefix="")
 
 
-def infer(engine: EngineCore, prompt: str | list[str], **gen: Any) -> str | list[str]:
+def infer(engine: TextGenerator, prompt: str | list[str], **gen: Any) -> str | list[str]:
     """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
     require_loaded(engine)
     seed = gen.pop("seed", None)
@@ -227,14 +249,14 @@ def infer(engine: EngineCore, prompt: str | list[str], **gen: Any) -> str | list
     return texts[0] if isinstance(prompt, str) else texts
 
 
-def stream(engine: EngineCore, prompt: str, **gen: Any) -> Iterator[str]:
+def stream(engine: TextGenerator, prompt: str, **gen: Any) -> Iterator[str]:
     """Yield text pieces as they are generated; their concatenation is the full completion."""
     require_loaded(engine)
     seed = gen.pop("seed", None)
     return iter(engine.stream_tokens(prompt, generation_params(engine, **gen), seed=seed))
 
 
-def chat(engine: EngineCore, messages: list[dict[str, str]], **gen: Any) -> str:
+def chat(engine: TextGenerator, messages: list[dict[str, str]], **gen: Any) -> str:
     """Answer a conversation through the model's chat template."""
     require_loaded(engine)
     seed = gen.pop("seed", None)
@@ -243,36 +265,36 @@ def chat(engine: EngineCore, messages: list[dict[str, str]], **gen: Any) -> str:
     return engine.generate([text], params, add_special_tokens=False, seed=seed)[0].text
 
 
-def require_loaded(engine: EngineCore) -> None:
+def require_loaded(engine: EngineBase) -> None:
     if not engine.is_loaded:
         raise RuntimeError(NOT_LOADED)
 
 
-_Core = TypeVar("_Core", bound=EngineCore)
+_Core = TypeVar("_Core", bound=EngineBase)
 
 
 class ConvenienceAPI:
     """`infer`, `stream`, `chat`, `params` and the context manager as methods, for any class that implements
-    `EngineCore` (each method's `self` is typed as one, so mypy checks the class provides what they use)."""
+    `TextGenerator` (each method's `self` is typed as one, so mypy checks the class provides what they use)."""
 
-    def infer(self: EngineCore, prompt: str | list[str], **gen: Any) -> str | list[str]:
+    def infer(self: TextGenerator, prompt: str | list[str], **gen: Any) -> str | list[str]:
         """Complete one prompt (returns a string) or a list (returns a list, in input order, batched)."""
         return infer(self, prompt, **gen)
 
-    def stream(self: EngineCore, prompt: str, **gen: Any) -> Iterator[str]:
+    def stream(self: TextGenerator, prompt: str, **gen: Any) -> Iterator[str]:
         """Yield text pieces as they are generated; their concatenation is the full completion."""
         return stream(self, prompt, **gen)
 
-    def chat(self: EngineCore, messages: list[dict[str, str]], **gen: Any) -> str:
+    def chat(self: TextGenerator, messages: list[dict[str, str]], **gen: Any) -> str:
         """Answer a conversation through the model's chat template."""
         return chat(self, messages, **gen)
 
-    def params(self: EngineCore, **gen: Any) -> GenerationConfig:
+    def params(self: TextGenerator, **gen: Any) -> GenerationConfig:
         """The engine's generation defaults with `gen` applied; ValueError names a bad parameter."""
         return generation_params(self, **gen)
 
     def __enter__(self: _Core) -> _Core:
         return self.load_model()
 
-    def __exit__(self: EngineCore, *exc: object) -> None:
+    def __exit__(self: EngineBase, *exc: object) -> None:
         self.unload_model()

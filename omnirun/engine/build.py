@@ -33,9 +33,9 @@ def build(
     The device is resolved and the backend chosen once, here (`hardware.place`): an explicit
     `hardware.backend` is honoured or refused in one line; `auto` takes the backend that claims the model (a
     pipeline only it runs), else the first registered backend, by priority, whose spec has no objection to the
-    request (README, Backends, says what each built-in backend's spec asks for). `batched=True` (many prompts decoded together) and the
-    generation settings are part of the request. The choice and its reason land in `plan.reasons["backend"]`.
-    `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
+    request (README, Backends, says what each built-in backend's spec asks for). `batched=True` (many prompts
+    decoded together) and the generation settings are part of the request. The choice and its reason land in
+    `plan.reasons["backend"]`. `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
 
     `task` (the run's task) says what the engine must implement (`TaskSpec.needs`; a task that needs no model
     gets a `NullEngine`) and is checked against the model before anything loads (`engine.check_task`, which

@@ -23,34 +23,27 @@ from omnirun.config import (
     HardwareConfig,
     ModelConfig,
     ModelType,
-    TaskConfig,
     TaskName,
 )
 from omnirun.engine import capabilities
 from omnirun.engine import source as models
 from omnirun.engine.base import (
     NOT_LOADED,
-    Answer,
     Completion,
     ConvenienceAPI,
     MemoryReport,
     ParameterCount,
-    SavedModel,
 )
 from omnirun.engine.llamacpp.context import MAX_BATCH_TOKENS, LlamaContextHandle
 from omnirun.engine.llamacpp.decode import Decoder, LlamaStream
 from omnirun.engine.llamacpp.native import GGUFTokenizer, cpu_has_amx, env_threads, init_llama_cpp
-from omnirun.errors import ConfigError, ModelLoadError
+from omnirun.errors import ModelLoadError
 from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
 
 log = logging.getLogger(__name__)
 
 MIN_CONTEXT = 1024
 """Smallest KV cache of a single sequence (tokens); it grows to what a call needs."""
-NO_SAVE = (
-    "the llama.cpp backend runs the GGUF file as it is and writes no model; save or export with "
-    "hardware.backend=transformers (which reads the GGUF into Transformers weights)"
-)
 
 
 class LlamaCppEngine(ConvenienceAPI):
@@ -173,29 +166,9 @@ class LlamaCppEngine(ConvenienceAPI):
         """A GGUF file holds a language model: llama.cpp serves the generation tasks, and nothing else."""
         capabilities.require_generation(task, "llama.cpp runs GGUF files for text generation only")
 
-    def analyze(
-        self,
-        task: TaskName,
-        items: list[dict[str, Any]],
-        options: TaskConfig,
-        params: GenerationConfig | None = None,
-        seed: int | None = None,
-    ) -> list[Answer]:
-        self.check_task(task)  # every non-generation task is refused there
-        raise ConfigError(f"task={task}: llama.cpp runs text generation only; set hardware.backend=transformers")
-
     def parameters(self) -> ParameterCount | None:
         """The GGUF model's parameter count (llama.cpp's n_params); nothing is trainable here."""
         return None if self._model is None else ParameterCount(int(self._model.n_params()), None)
-
-    def save(self, path: str | Path) -> SavedModel:
-        raise ConfigError(NO_SAVE)
-
-    def export_onnx(self, path: str | Path) -> SavedModel:
-        raise ConfigError(NO_SAVE)
-
-    def push_to_hub(self, repo: str, folder: str | Path | None = None, *, private: bool = False) -> str:
-        raise ConfigError(NO_SAVE)
 
     # ------------------------------------------------------------------------------------------------ queries
     def has_chat_template(self) -> bool:

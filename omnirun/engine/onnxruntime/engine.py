@@ -26,19 +26,16 @@ from omnirun.config import (
     ModelConfig,
     ModelType,
     Quantization,
-    TaskConfig,
     TaskName,
 )
 from omnirun.engine import capabilities
 from omnirun.engine import source as models
 from omnirun.engine.base import (
     NOT_LOADED,
-    Answer,
     Completion,
     ConvenienceAPI,
     MemoryReport,
     ParameterCount,
-    SavedModel,
 )
 from omnirun.engine.onnxruntime import decode, export
 from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
@@ -47,10 +44,6 @@ from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
 
 log = logging.getLogger(__name__)
 
-NO_SAVE = (
-    "the onnxruntime backend runs a cached ONNX export and writes no model; save or export with "
-    "hardware.backend=transformers"
-)
 PRECISION = {None: "fp32", Quantization.int8: "int8", Quantization.int4: "int4", Quantization.auto: "fp32"}
 """The export's weights per `hardware.quantization`. `auto` keeps fp32: int8 and int4 weights missed the greedy
 agreement bar (0.97 teacher-forced) on the noisy dense SmolLM2 (benchmarks/results/cpu_paths.md)."""
@@ -198,29 +191,9 @@ class OrtEngine(ConvenienceAPI):
         """onnxruntime-genai runs language models: the generation tasks, and nothing else."""
         capabilities.require_generation(task, "hardware.backend=onnxruntime runs text generation only")
 
-    def analyze(
-        self,
-        task: TaskName,
-        items: list[dict[str, Any]],
-        options: TaskConfig,
-        params: GenerationConfig | None = None,
-        seed: int | None = None,
-    ) -> list[Answer]:
-        self.check_task(task)  # every non-generation task is refused there
-        raise ConfigError(f"task={task}: onnxruntime runs text generation only; set hardware.backend=transformers")
-
     def parameters(self) -> ParameterCount | None:
         """The source model's parameter count (from its safetensors headers); nothing is trainable here."""
         return None if self._model is None else ParameterCount(self.parameter_count, None)
-
-    def save(self, path: str | Path) -> SavedModel:
-        raise ConfigError(NO_SAVE)
-
-    def export_onnx(self, path: str | Path) -> SavedModel:
-        raise ConfigError(NO_SAVE)
-
-    def push_to_hub(self, repo: str, folder: str | Path | None = None, *, private: bool = False) -> str:
-        raise ConfigError(NO_SAVE)
 
     # ------------------------------------------------------------------------------------------------ queries
     def has_chat_template(self) -> bool:
