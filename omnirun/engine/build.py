@@ -47,7 +47,7 @@ def build(
         return cast(Engine, NullEngine(model, spec.name))
     info = info or detect()
     resolved = source.resolve(model.name, model.gguf_file)
-    needs = spec.needs if spec is not None else Capability.generate
+    needs = spec.needs if spec is not None else None  # no task (the Python API): any backend that loads it
     placement = place(
         hardware,
         info,
