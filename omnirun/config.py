@@ -76,6 +76,13 @@ class ModelConfig:
     """`pretrained` loads the weights; `random` builds the architecture from its config with random weights
     (no weights needed: a config.json file or a folder holding one is enough), to benchmark an architecture."""
 
+    endpoint: str | None = None
+    """`hardware.backend=openai`: the base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1
+    (vLLM, SGLang, TGI, llama.cpp's server, OpenAI); `name` is then the model name it serves."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """`hardware.backend=openai`: the environment variable holding the API key (read at run time, never
+    written into the run directory); unset or empty: no Authorization header."""
+
     def validate(self) -> None:
         if self.num_labels is not None and self.num_labels < 1:
             raise ConfigError(f"model.num_labels must be >= 1 or null, got {self.num_labels}")
@@ -83,6 +90,10 @@ class ModelConfig:
             self.model_type = parse_choice("model.model_type", ModelType, self.model_type)
         if not self.name:
             raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
+        if self.endpoint is not None and not re.match(r"^https?://[^\s/]+", self.endpoint):
+            raise ConfigError(
+                f"model.endpoint must be an http(s) URL such as http://localhost:8000/v1, got {self.endpoint!r}"
+            )
         if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null, "
@@ -258,6 +269,13 @@ class TaskConfig:
     width: int | None = None
     """task=image: image width in pixels (null: the pipeline's default); a multiple of 8."""
 
+    concurrency: int = 8
+    """Requests in flight at once against a server (`hardware.backend=openai`)."""
+    retries: int = 3
+    """Retries of a request that failed with 429, a 5xx status, a dropped connection or a timeout (exponential
+    backoff, honouring Retry-After); then the record is an error row."""
+    timeout_s: float = 60.0
+    """Seconds a request may take in all (connect, first byte, the whole stream) before it counts as failed."""
     options: dict[str, Any] = field(default_factory=dict)
     """A plugin task's own options (its `TaskSpec.options` dataclass); unknown keys are refused."""
 
@@ -266,6 +284,13 @@ class TaskConfig:
         self.name = TaskName(spec.name) if spec.name in set(TaskName) else spec.name
         plugins.parse_options(spec, self.options)
         check_task_options(self)
+        for key, ok, rule in (
+            ("concurrency", self.concurrency >= 1, "must be >= 1"),
+            ("retries", self.retries >= 0, "must be >= 0"),
+            ("timeout_s", self.timeout_s > 0, "must be > 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"task.{key} {rule}, got {getattr(self, key)!r}")
         bs = self.batch_size
         if bs == "auto":
             return
