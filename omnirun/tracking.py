@@ -11,23 +11,12 @@ from omnirun import rundir
 from omnirun.config import TrackingConfig
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def log_run(tracking: TrackingConfig, output_root: str, run_dir: Path, config: dict[str, Any]) -> str | None:
     """Log params (the resolved config), metrics (numeric fields of metrics.json) and the run's JSON files.
     Returns the MLflow run id, or None when tracking is off."""
     if tracking.backend != "mlflow":
         return None
+    from omnirun.reporting.load import flatten  # the one nested-dict -> dotted-keys helper
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the offline file store is what we want here
     import mlflow
 

@@ -131,10 +131,11 @@ def file_sha256(path: Path) -> str:
 
 
 def dense_cache_dir(gguf: Path) -> Path:
-    """Where the dense safetensors copy of a GGUF file lives (may not exist yet)."""
-    import transformers
+    """Where the dense safetensors copy of a GGUF file lives (may not exist yet). Transformers' version is read
+    from its metadata, not by importing it (~2 s that a cached onnxruntime load would otherwise pay)."""
+    from importlib.metadata import version
 
-    key = f"{file_sha256(gguf)[:20]}-dense{DENSE_FORMAT}-transformers{transformers.__version__}"
+    key = f"{file_sha256(gguf)[:20]}-dense{DENSE_FORMAT}-transformers{version('transformers')}"
     return cache_root() / "gguf" / key
 
 

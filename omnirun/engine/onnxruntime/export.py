@@ -57,7 +57,7 @@ def model_folder(source: models.ModelSource) -> Path:
     snapshot of a hub id (from the local Hugging Face cache when offline)."""
     if source.is_gguf:
         assert source.gguf_path is not None
-        cached = dense_cache_dir(source.gguf_path)
+        cached = models.dense_cache_dir(source.gguf_path)
         if models.is_complete(cached):
             return cached
         from omnirun.engine.hf.loading import dense_copy
@@ -105,14 +105,6 @@ def cached_hub_folder(repo: str) -> Path | None:
         if isinstance(found, str):
             return Path(found).parent
     return None
-
-
-def dense_cache_dir(gguf: Path) -> Path:
-    """`source.dense_cache_dir` without importing Transformers for its version (~2 s of a cached load)."""
-    from importlib.metadata import version
-
-    key = f"{models.file_sha256(gguf)[:20]}-dense{models.DENSE_FORMAT}-transformers{version('transformers')}"
-    return models.cache_root() / "gguf" / key
 
 
 def content_hash(folder: Path) -> str:
