@@ -66,10 +66,11 @@ class ModelConfig:
     """Load weights without a second full copy in memory."""
     cache_dir: str | None = None
     """Where hub downloads go; null uses the Hugging Face default."""
-    config_overrides: dict[str, Any] | None = None
+    config_overrides: Any = None
     """Values set on the model's config (`AutoConfig`) before loading, e.g. {hidden_dropout_prob: 0.2,
     max_position_embeddings: 4096, rope_scaling: {rope_type: linear, factor: 2.0}}; each key must exist on
-    that config."""
+    that config. (Typed `Any` in the schema: OmegaConf cannot merge a mapping from the command line into an
+    optional dict that is null; `validate` checks it is a mapping.)"""
     num_labels: int | None = None
     """Output labels of a classification head (the document's `num_labels`); null keeps the checkpoint's."""
     init: ModelInit = ModelInit.pretrained
@@ -84,6 +85,12 @@ class ModelConfig:
     written into the run directory); unset or empty: no Authorization header."""
 
     def validate(self) -> None:
+        overrides = self.config_overrides
+        if overrides is not None and not (isinstance(overrides, Mapping) and all(isinstance(k, str) for k in overrides)):  # noqa: E501
+            raise ConfigError(
+                "model.config_overrides must be a mapping of config keys to values, e.g. "
+                f"'{{max_position_embeddings: 4096}}', got {overrides!r}"
+            )
         if self.num_labels is not None and self.num_labels < 1:
             raise ConfigError(f"model.num_labels must be >= 1 or null, got {self.num_labels}")
         if self.model_type is not None:

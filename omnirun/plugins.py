@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from omnirun.errors import ConfigError
 
 if TYPE_CHECKING:
-    from omnirun.config import GenerationConfig, HardwareConfig
+    from omnirun.config import GenerationConfig, HardwareConfig, ModelConfig
     from omnirun.engine.base import EngineBase
     from omnirun.engine.source import ModelSource
     from omnirun.hardware.detect import HardwareInfo
@@ -79,6 +79,20 @@ class BackendRequest:
     """What `auto` may weigh about an ordinary Hugging Face model without loading it (`hardware.ExportCandidate`:
     its architecture, parameter count, free cache disk); None when unknown."""
     generation: GenerationConfig | None = None
+    model: ModelConfig | None = None
+    """The model's config, when known (its loading options are checked against `BackendSpec.honours`)."""
+
+
+MODEL_OPTIONS = ("config_overrides", "num_labels", "init", "attn_implementation")
+"""`model.*` loading options a backend may not honour; set to anything but their default, they must be."""
+
+
+def model_options_set(model: ModelConfig | None) -> list[str]:
+    """The `model.*` loading options this config sets (differing from the schema's defaults)."""
+    if model is None:
+        return []
+    defaults = type(model)()
+    return [f"model.{key}" for key in MODEL_OPTIONS if getattr(model, key) != getattr(defaults, key)]
 
 
 EngineFactory = Callable[..., "EngineBase"]
@@ -119,6 +133,9 @@ class BackendSpec:
     with its reason; called with (plan, request, machine, auto)."""
     extras: tuple[str, ...] = ()
     """The pip extras it needs (`pip install 'omnirun[<extra>]'`)."""
+    honours: frozenset[str] | None = None
+    """The `model.*` loading options (`MODEL_OPTIONS`) it honours; None: all of them. A request setting another is
+    refused when this backend is asked for, and passed over by `auto`."""
 
 
 # --------------------------------------------------------------------------------------------------- tasks

@@ -57,6 +57,7 @@ def build(
         task=task,
         source=resolved,
         generation=generation,
+        model=model,
     )
     backend = plugins.backend(placement.backend)
     engine = cast(

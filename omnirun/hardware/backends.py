@@ -18,7 +18,7 @@ from omnirun.hardware.detect import HardwareInfo
 from omnirun.plugins import AUTO, BackendRequest, BackendSpec, Capability
 
 if TYPE_CHECKING:
-    from omnirun.config import GenerationConfig
+    from omnirun.config import GenerationConfig, ModelConfig
     from omnirun.engine.source import ModelSource
 
 CAPABILITY_WORDS = {
@@ -52,10 +52,11 @@ def choose_backend(
     task: str | None = None,
     source: ModelSource | None = None,
     generation: GenerationConfig | None = None,
+    model: ModelConfig | None = None,
 ) -> tuple[str, str]:
     """The backend for `request.backend` on the resolved `device`, and why. Raises ConfigError when an explicit
     backend cannot serve the request, or when the backend that alone runs this model cannot."""
-    asked = BackendRequest(request, hw, device, gguf, needs, task, batched, source, candidate, generation)
+    asked = BackendRequest(request, hw, device, gguf, needs, task, batched, source, candidate, generation, model)
     specs = by_priority(plugins.backends().values())
     claimer = next((s for s in specs if s.claims is not None and s.claims(asked)), None)
     if str(request.backend) != AUTO:
@@ -69,7 +70,7 @@ def choose_backend(
     for spec in specs:
         if spec.auto_problem is None:
             continue
-        problem = missing(spec, needs, task) or spec.auto_problem(asked)
+        problem = missing(spec, needs, task) or unhonoured(spec, asked) or spec.auto_problem(asked)
         if problem is None:
             reason = spec.auto_reason or f"{spec.name}: the default backend"
             return spec.name, f"{spec.name}: {'; '.join(passed)}" if passed and not spec.auto_reason else reason
@@ -93,7 +94,7 @@ def explicit(spec: BackendSpec, asked: BackendRequest, claimer: BackendSpec | No
         raise ConfigError(
             f"hardware.backend={spec.name} runs {can} only, not task={asked.task}; use hardware.backend=auto{instead}"
         )
-    problem = spec.problem(asked)
+    problem = unhonoured(spec, asked) or spec.problem(asked)
     if problem:
         instead = f" (here: {' or '.join(f'hardware.backend={name}' for name in others)})" if others else ""
         raise ConfigError(f"hardware.backend={spec.name}: {problem}; use hardware.backend=auto{instead}")
@@ -102,9 +103,17 @@ def explicit(spec: BackendSpec, asked: BackendRequest, claimer: BackendSpec | No
 
 def serves(spec: BackendSpec, asked: BackendRequest) -> bool:
     """`spec` can run this request (what an error suggests instead of the backend that cannot)."""
-    if missing(spec, asked.needs, asked.task) is not None or spec.problem(asked) is not None:
+    if missing(spec, asked.needs, asked.task) is not None or (unhonoured(spec, asked) or spec.problem(asked)):
         return False
     return spec.claims is None or spec.claims(asked)
+
+
+def unhonoured(spec: BackendSpec, asked: BackendRequest) -> str | None:
+    """The `model.*` options the request sets that `spec` would ignore, as a clause; None when it honours all."""
+    if spec.honours is None:
+        return None
+    ignored = [key for key in plugins.model_options_set(asked.model) if key.split(".", 1)[1] not in spec.honours]
+    return f"{'/'.join(ignored)} set, which {spec.name} does not honour" if ignored else None
 
 
 def missing(spec: BackendSpec, needs: Capability | None, task: str | None) -> str | None:

@@ -20,7 +20,7 @@ from omnirun.hardware.detect import MB, HardwareInfo
 from omnirun.plugins import AUTO, Capability
 
 if TYPE_CHECKING:
-    from omnirun.config import GenerationConfig
+    from omnirun.config import GenerationConfig, ModelConfig
     from omnirun.engine.source import ModelSource
 
 log = logging.getLogger("omnirun.hardware")  # the package's logger, the name users filter on
@@ -93,6 +93,7 @@ def place(
     task: str | None = None,
     source: ModelSource | None = None,
     generation: GenerationConfig | None = None,
+    model: ModelConfig | None = None,
 ) -> Placement:
     """Resolve the device once and choose the backend for it (see `choose_backend`)."""
     reasons: dict[str, str] = {}
@@ -108,6 +109,7 @@ def place(
         task=task,
         source=source,
         generation=generation,
+        model=model,
     )
     return Placement(device, reasons["device"], backend, why)
 

@@ -134,3 +134,31 @@ def test_auto_weighs_every_registered_backend_by_priority(monkeypatch: pytest.Mo
         hardware.place(HardwareConfig(backend="shy"), machine(), gguf=False)
     analyze = hardware.place(HardwareConfig(), machine(), gguf=False, needs=Capability.analyze, task="embed")
     assert analyze.backend == "transformers" and "keen not used (task=embed needs" in analyze.backend_reason
+
+
+def test_a_model_option_a_backend_would_ignore_is_refused_or_passed_over() -> None:
+    """model.config_overrides (and num_labels, init, attn_implementation) act only on Transformers: `auto`
+    leaves llama.cpp for them, and asking for llama.cpp with one is refused, naming the option."""
+    model = ModelConfig(config_overrides={"max_position_embeddings": 4096})
+    placement = hardware.place(HardwareConfig(), machine(), gguf=True, model=model)
+    assert placement.backend == "transformers"
+    assert "llama.cpp not used (model.config_overrides set, which llama.cpp does not honour)" in (
+        placement.backend_reason
+    )
+    assert hardware.place(HardwareConfig(), machine(), gguf=True, model=ModelConfig()).backend == "llama.cpp"
+    with pytest.raises(ConfigError, match=r"hardware.backend=llama.cpp: model.num_labels set, which llama.cpp"):
+        hardware.place(HardwareConfig(backend="llama.cpp"), machine(), gguf=True, model=ModelConfig(num_labels=3))
+
+
+def test_config_overrides_from_the_command_line_compose() -> None:
+    """OmegaConf cannot merge a mapping into an optional dict that is null: the README's own example failed."""
+    from omnirun.cli import preflight
+
+    overrides = "model.config_overrides={max_position_embeddings: 4096, rope_scaling: {rope_type: linear, factor: 2.0}}"
+    cfg = preflight.to_run_config(preflight.preflight([overrides]))
+    assert cfg.model.config_overrides == {
+        "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+    }
+    with pytest.raises(ConfigError, match="model.config_overrides must be a mapping"):
+        preflight.preflight(["model.config_overrides=[1, 2]"])

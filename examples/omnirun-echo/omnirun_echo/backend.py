@@ -156,4 +156,5 @@ BACKEND = BackendSpec(
     factory=EchoEngine,
     capabilities=frozenset({Capability.generate}),
     summary="answers each prompt with the prompt itself (an example plugin)",
+    honours=frozenset(),  # no weights: no model loading option applies
 )

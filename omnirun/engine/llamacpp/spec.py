@@ -75,5 +75,6 @@ BACKEND = BackendSpec(
     auto_priority=20,
     batch_cap=BATCH_CAP,
     refine_plan=refine_plan,
+    honours=frozenset(),  # none of model.config_overrides / num_labels / init / attn_implementation
     extras=("llama-cpp",),
 )

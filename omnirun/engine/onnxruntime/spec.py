@@ -106,5 +106,6 @@ BACKEND = BackendSpec(
     auto_reason=AUTO_REASON,
     auto_priority=10,
     batch_cap=BATCH_CAP,
+    honours=frozenset(),  # none of model.config_overrides / num_labels / init / attn_implementation
     extras=("onnxruntime",),
 )
