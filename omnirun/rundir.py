@@ -2,7 +2,9 @@
 
 A run directory `<root>/<task>/<model>/<timestamp>/` holds config.yaml, overrides.yaml, command.txt,
 outputs.jsonl (appended as results finish), metrics.json, manifest.json and omnirun.log; nothing in it is
-ever overwritten except metrics.json, which a resumed run archives first (metrics.attempt-N.json).
+ever overwritten except metrics.json, which a resumed run archives first (metrics.attempt-N.json). A process
+writes it only while it holds its lock (`.omnirun.lock`, see `runlock`). Every JSON file in it is strict,
+redacted UTF-8 JSON (`results.strict`); config.yaml stays YAML when a secret is taken out of it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from omnirun.errors import ConfigError
+from omnirun.results import strict
 from omnirun.results.schema import RunMetrics, to_jsonable
-from omnirun.secrets import redact
+from omnirun.runlock import LOCK as LOCK
+from omnirun.runlock import RunLock
+from omnirun.secrets import redact, redact_yaml
 
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
@@ -104,6 +109,10 @@ class RunDir:
     def log(self, rank: int | None) -> Path:
         return self.path / (LOG if rank is None else f"omnirun.rank{rank}.log")
 
+    def lock(self, purpose: str) -> RunLock:
+        """Take this directory's lock for the life of the run; ConfigError with the holder's pid if taken."""
+        return RunLock(self.path).acquire(purpose)
+
     def is_run(self) -> bool:
         return self.config.is_file()
 
@@ -127,7 +136,7 @@ class RunDir:
 
     def write_start(self, resolved_yaml: str, overrides: list[str]) -> None:
         """config.yaml, overrides.yaml and command.txt of a new run."""
-        self.config.write_text(redact(resolved_yaml))
+        self.config.write_text(redact_yaml(resolved_yaml), encoding="utf-8")
         self.write_overrides(overrides)
         (self.path / COMMAND).write_text(command_line() + "\n")
 
@@ -137,7 +146,7 @@ class RunDir:
 
     def write_overrides(self, overrides: list[str]) -> None:
         """overrides.yaml: a YAML list of strings (JSON strings are valid YAML scalars)."""
-        text = "".join(f"- {json.dumps(redact(o), ensure_ascii=False)}\n" for o in overrides) or "[]\n"
+        text = "".join(f"- {strict.dumps(o)}\n" for o in overrides) or "[]\n"
         (self.path / OVERRIDES).write_text(text, encoding="utf-8")
 
     def read_overrides(self) -> list[str]:
@@ -158,23 +167,18 @@ class RunDir:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.manifest, {"omnirun_commit": git_commit(), "versions": versions(), **manifest})
 
-    def config_sha(self) -> str | None:
-        if not self.manifest.exists():
-            return None
-        return str(json.loads(self.manifest.read_text()).get("config_sha256"))
-
     def record_failure(self, exc: BaseException, message: str) -> None:
         """error.txt with the traceback (redacted); metrics.json says failed or interrupted if none exists.
         When the run directory itself cannot be written (deleted, disk full) this says so on stderr and
         returns: the failure being recorded is what the user must see."""
-        import sys
         import traceback
 
         from omnirun.results.schema import Status
 
         status = Status.interrupted if isinstance(exc, KeyboardInterrupt) else Status.failed
         try:
-            self.error.write_text(redact("".join(traceback.format_exception(exc))))
+            text = strict.clean_text(redact("".join(traceback.format_exception(exc))))
+            self.error.write_text(text, encoding="utf-8")
             if not self.metrics.exists() or (self.read_metrics() or RunMetrics(Status.completed)).status != status:
                 self.write_metrics(RunMetrics(status=status, error=redact(message)))
         except (OSError, ValueError) as write_error:
@@ -305,7 +309,7 @@ def finished_prefix(run: RunDir, expected_ids: Iterable[str], window: int = 1) -
     the resumed run forms the same batches, with the same seeds, as an uninterrupted run. Both outputs.jsonl
     and `expected_ids` are read one line / id at a time: memory holds at most a window of ids."""
     width = max(window, 1)
-    expected = iter(expected_ids)
+    expected = strict.as_written(expected_ids)  # ids as outputs.jsonl holds them
     recent: deque[str] = deque(maxlen=width)  # the last expected ids matched (the kept window's start is here)
     ahead: list[str] = []  # expected ids read past the matched ones
     tail: set[str] = set()  # distinct ids of finished lines after the first mismatch (bounded: > width fails)
@@ -359,14 +363,9 @@ def window_of(run: RunDir) -> int:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def write_json(path: Path, obj: Any) -> Path:
-    """Write JSON atomically (a temp file renamed into place)."""
+    """Write strict, redacted JSON (`results.strict`) atomically (a temp file renamed into place)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False) + "\n"
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from the input: keep it as a JSON escape
-        data = (json.dumps(to_jsonable(obj), indent=2) + "\n").encode("ascii")
-    tmp.write_bytes(data)
+    tmp.write_bytes((strict.dumps(to_jsonable(obj), indent=2) + "\n").encode("utf-8"))
     os.replace(tmp, path)
     return path
 
@@ -394,4 +393,5 @@ def git_commit() -> str | None:
 
 
 def command_line() -> str:
-    return redact(" ".join(shlex.quote(a) for a in [sys.executable, "-m", "omnirun", *sys.argv[1:]]))
+    """The command as typed, each argument redacted before it is quoted (so `***` is never a shell glob)."""
+    return " ".join(shlex.quote(strict.clean_text(redact(a))) for a in [sys.executable, "-m", "omnirun", *sys.argv[1:]])

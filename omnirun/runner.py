@@ -21,6 +21,7 @@ from omnirun.results import formats
 from omnirun.results.schema import RunMetrics, Status, to_jsonable
 from omnirun.rundir import RunDir
 from omnirun.tasks import TASKS, Job, input_spec
+from omnirun.tasks.export import check_target as check_export_target
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ def check(cfg: RunConfig) -> Checked:
     """Everything that can fail before a run directory exists: read the input, check the model path, the
     output folder and the hardware request (building the engine places the model: an impossible request is a
     ConfigError here, before any weights load)."""
+    formats.check_openai_batch(cfg.output.openai_batch, str(cfg.task.name))
+    if cfg.task.name == "export":
+        check_export_target(cfg)  # a new or empty folder: nothing foreign is exported or uploaded
     spec = input_spec(cfg.task.name)
     data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat", spec=spec)
     if cfg.input.on_error == "fail" and data.problems:
@@ -136,7 +140,7 @@ def write_formats(cfg: RunConfig, run: RunDir, data: inputs.Inputs, resolved_yam
     """The optional copies of the results in standard formats."""
     openai = cfg.output.openai_batch if cfg.output.openai_batch is not None else data.openai
     if openai:
-        formats.write_openai_batch(run.path, cfg.model.name)
+        formats.write_openai_batch(run.path, cfg.model.name, str(cfg.task.name))
     if cfg.output.dataset:
         try:
             formats.write_dataset(run.path, resolved_yaml, result.to_json(), cfg.output.push_to_hub)

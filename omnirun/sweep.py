@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 
 from omnirun import rundir
 from omnirun.results.schema import to_jsonable
-from omnirun.secrets import redact
+from omnirun.secrets import redact, redact_yaml
 
 HEADLINE = (
     "status",
@@ -46,7 +46,7 @@ MULTIRUN_YAML = "multirun.yaml"
 def redact_file(path: Path) -> None:
     if path.is_file():
         text = path.read_text(encoding="utf-8")
-        clean = redact(text)
+        clean = redact_yaml(text)
         if clean != text:
             path.write_text(clean, encoding="utf-8")
 

@@ -3,13 +3,20 @@
 Before Hydra runs, every override (each value of a sweep, too) is composed and validated, so a typo, an
 unknown option or a bad value fails with one line and exit status 2 before any model loads. One entry point
 serves a single run, a sweep (`-m`, through Hydra's launcher) and `rerun=<run dir>`.
+
+SIGTERM and SIGHUP (a scheduler's stop, a closed terminal) take Ctrl-C's path: the finished records are kept,
+metrics.json says `interrupted`, the resume command is printed, and the exit status is 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from omnirun.cli.logs import file_log, report_and_exit, setup_logging
@@ -18,11 +25,52 @@ from omnirun.config import RunConfig
 from omnirun.confstore import load_saved, register_configs
 from omnirun.errors import ConfigError, first_line
 from omnirun.inputs import openai
+from omnirun.inputs.guard import InputChanged
+from omnirun.runlock import RunLock
 
 log = logging.getLogger("omnirun")
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""Signals handled like Ctrl-C."""
+received: list[int] = []
+"""The stop signals this process got (the first decides the exit status)."""
+
+
+def on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """Raise KeyboardInterrupt where the program is, once: the run then ends as it does on Ctrl-C."""
+    received.append(signum)
+    if len(received) == 1:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while the CLI runs (the earlier handlers come back after)."""
+    received.clear()
+    try:
+        previous = {s: signal.signal(s, on_stop_signal) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals cannot be handled here
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def interrupt_status() -> tuple[int, str]:
+    """The exit status of an interrupted run (128 + the signal's number: 130 for Ctrl-C) and what stopped it."""
+    signum = received[0] if received else signal.SIGINT
+    return 128 + signum, "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    with stop_signals_interrupt():
+        dispatch(argv)
+
+
+def dispatch(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     register_configs()
     reruns = [a for a in argv if a.startswith("rerun=")]
@@ -127,10 +175,12 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
     if rank is not None and (sweep_job is not None or cfg.resume is not None or str(cfg.task.name) == "benchmark"):
         report_and_exit(ConfigError("a data-parallel launch runs one job: no sweep, resume or task=benchmark"), None)
     run: rundir.RunDir | None = None
+    lock: RunLock | None = None
     try:
         if sweep_job is not None:  # the job directory exists first, so that a failure below is recorded in it
-            run = rundir.RunDir(sweep_job)
             sweep_job.mkdir(parents=True, exist_ok=True)
+            lock = rundir.RunDir(sweep_job).lock(f"sweep job {sweep_job.name}")
+            run = rundir.RunDir(sweep_job)
             run.write_overrides(overrides)  # so that even a job failing below is identifiable
             if cfg.resume is not None and run.status() == "completed":
                 print(f"job {run.name}: already completed, skipped")
@@ -140,17 +190,17 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
             resuming = cfg.resume is not None and run.is_run()
         elif cfg.resume is not None:
             found = rundir.find(cfg.resume, cfg.output.root, str(cfg.task.name), cfg.model.name)
-            runner.check_resumable(
-                cfg, found, checked.data, rundir.config_hash(cfg)
-            )  # before anything is written there
+            runner.check_resumable(cfg, found, checked.data, rundir.config_hash(cfg))  # before anything is written
             if found.status() == "completed":  # nothing to do; its metrics stay as they are
                 print(f"{found} already completed; nothing to resume")
                 return "completed"
+            lock = found.lock(f"cannot resume={cfg.resume}")  # one writer: a run still going is refused
             run, resuming = found, True
         else:
             main_dir = None
             if rank is None or rank.is_main:
                 main_dir = rundir.create(cfg.output.root, str(cfg.task.name), cfg.model.name)
+                lock = main_dir.lock("a new run")
             run, resuming = distributed.from_main(main_dir, rank), False
         assert run is not None
         with file_log(run.log(None if rank is None else rank.index)):
@@ -158,9 +208,12 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
     except KeyboardInterrupt as exc:
         if run is not None:
             run.record_failure(exc, "interrupted")
-        print(f"\ninterrupted; finished records are kept. Continue with: resume={run}", file=sys.stderr)
-        sys.exit(130)
+        code, by = interrupt_status()
+        print(f"\ninterrupted{by}; finished records are kept. Continue with: resume={run}", file=sys.stderr)
+        sys.exit(code)
     except Exception as exc:
+        if isinstance(exc, InputChanged) and run is not None:
+            exc = InputChanged(f"{exc}; the rows written are kept: once the input is as it was, resume={run}")
         if run is not None:
             run.record_failure(exc, first_line(str(exc)))
         if sweep_job is not None:
@@ -169,6 +222,9 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
         if cfg.debug:
             raise
         report_and_exit(exc, run)
+    finally:
+        if lock is not None:
+            lock.release()
     if rank is None or rank.is_main:
         runner.print_summary(result, run, sys.stdout)
     return "completed"

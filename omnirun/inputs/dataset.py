@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
 from omnirun.inputs import compressed
-from omnirun.inputs.jsonl import new_record
-from omnirun.inputs.records import Inputs, Record, Records, fill_template
+from omnirun.inputs.guard import guarded
+from omnirun.inputs.jsonl import new_record, texts_of
+from omnirun.inputs.records import Inputs, Record, Records, fill_template, unencodable
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
@@ -25,15 +26,17 @@ def read_dataset(cfg: InputConfig, base: GenerationConfig | None = None, *, spec
     """The rows of `input.dataset` as records (at most `input.limit`; a stream stops reading there), read
     lazily after a first pass that keeps none (`Records.scan`; a stream is read twice). A stream that breaks
     part-way keeps the rows before the break and ends with one error record. `spec`: the columns
-    a non-generation task reads (None: the prompt or the messages)."""
+    a non-generation task reads (None: the prompt or the messages). Every later read is checked against the
+    first (the row count and a rolling hash, `guard`): rows that change during the run stop it."""
     assert cfg.dataset is not None
     ds = undecoded_media(load_dataset_any(cfg.dataset, cfg.split, streaming=cfg.streaming))
     if cfg.limit is not None:
         ds = ds.take(cfg.limit) if is_stream(ds) else ds.select(range(min(cfg.limit, len(ds))))
     columns = column_names(ds, cfg.dataset)
     uses_messages = check_columns(cfg, columns) if spec is None else check_task_columns(cfg, columns, spec)
-    records = Records.scan(lambda: dataset_records(ds, cfg, uses_messages, base, spec))
-    return Inputs(records, "dataset", fingerprint(ds, cfg.dataset))
+    opener = lambda: dataset_records(ds, cfg, uses_messages, base, spec)  # noqa: E731
+    guard = guarded(opener, f"input.dataset={cfg.dataset!r}")  # a later read must give the same rows
+    return Inputs(Records.scan(guard.open), "dataset", fingerprint(ds, cfg.dataset))
 
 
 def undecoded_media(ds: Any) -> Any:
@@ -118,6 +121,8 @@ def row_record(
     if cfg.id_field in row:
         obj["id"] = row[cfg.id_field]
     record = new_record(index, default_id, obj, "id", base, spec)
+    if record.error is None:
+        record.error = unencodable(record.prompt, *texts_of(record.fields))
     if record.error:
         record.error = f"row {index}: {record.error}"
     return record

@@ -5,7 +5,6 @@ record naming it, and the run goes on; a file that cannot be read at all raises 
 from __future__ import annotations
 
 import codecs
-import csv
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -13,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from omnirun.config import GenerationConfig, InputConfig
 from omnirun.errors import InputError
-from omnirun.inputs import compressed
+from omnirun.inputs import compressed, openai
 from omnirun.inputs.compressed import ArrayError, BrokenStream, NotAnArray, TooLong, iter_array
-from omnirun.inputs.records import Record, Records, fill_template, make_record
+from omnirun.inputs.guard import guarded
+from omnirun.inputs.records import Record, Records, fill_template, make_record, unencodable
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
 
 BOM = codecs.BOM_UTF8
-CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 
 def read_jsonl(
@@ -33,21 +32,28 @@ def read_jsonl(
     The format is told by the content (a JSON array starts with `[`) and the name (`.csv`, `.tsv`, also under
     a compression suffix); anything else is JSONL. A UTF-8 byte-order mark is skipped; `input.field`,
     `input.messages_field`, `input.id_field` and `input.template` apply as they do to a dataset; reading stops
-    after `input.limit` records. `spec`: the fields a non-generation task reads (None: prompt or messages)."""
+    after `input.limit` records. `spec`: the fields a non-generation task reads (None: prompt or messages).
+    Every later read of the file is checked against this first one (`guard`): a file changed during the run
+    stops it with InputChanged."""
     check_file(path)
     if compressed.is_parquet(path):
         raise InputError(
             f"input.path={str(path)!r} is a parquet file, not JSONL; read it with input.dataset={str(path)!r} "
             "(and input.path=null)"
         )
-    delimiter = CSV_DELIMITERS.get(compressed.data_suffix(path.name))
+    from omnirun.inputs.delimited import DELIMITERS, csv_records
+
+    delimiter = DELIMITERS.get(compressed.data_suffix(path.name))
     if delimiter is not None:
         opener: Opener = lambda: csv_records(path, delimiter, cfg, base, spec)  # noqa: E731
     elif compressed.head(path).removeprefix(BOM).lstrip().startswith(b"["):
-        opener = array_or_lines(path, cfg, base, spec)
+        opener = array_or_lines(path, cfg, base, spec)  # held in memory: a later read reads no file
     else:
         opener = lambda: line_records(path, cfg, base, spec)  # noqa: E731
-    return Records.scan(opener, cfg.limit), compressed.file_sha256(path)
+    digest = compressed.file_sha256(path)
+    guard = guarded(opener, f"input.path={str(path)!r}", path, compressed.file_sha256)
+    guard.expect_sha256(digest)
+    return Records.scan(guard.open, cfg.limit), digest
 
 
 Opener = Callable[[], Iterator[Record]]
@@ -123,14 +129,22 @@ def parse_line(
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Record(index, str(lineno), error=f"{where}: invalid UTF-8 ({exc.reason} at byte {exc.start})")
+        return unparsed(raw, lineno, index, f"{where}: invalid UTF-8 ({exc.reason} at byte {exc.start})")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Record(index, str(lineno), error=f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+        return unparsed(raw, lineno, index, f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
     except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting deeper than the parser allows
-        return Record(index, str(lineno), error=f"{where}: not readable JSON ({type(exc).__name__}: {exc})"[:300])
+        return unparsed(raw, lineno, index, f"{where}: not readable JSON ({type(exc).__name__}: {exc})"[:300])
     return object_record(obj, where, str(lineno), index, cfg, base, spec=spec)
+
+
+def unparsed(raw: bytes, lineno: int, index: int, error: str) -> Record:
+    """The error record of a line that does not parse: its id is the request's own `custom_id` when the line
+    is an OpenAI batch request that says one (so batch_output.jsonl answers that request), else the line
+    number."""
+    custom_id = openai.custom_id_in(raw)
+    return Record(index, str(lineno) if custom_id is None else custom_id, error=error, openai=custom_id is not None)
 
 
 def object_record(
@@ -157,9 +171,29 @@ def object_record(
         record = new_record(index, default_id, fields, cfg.id_field, base, spec)
     except Exception as exc:  # anything unexpected about this record stays this record's problem
         record = Record(index, default_id, error=f"{type(exc).__name__}: {exc}"[:300])
+    if is_broken_request(obj):
+        record.id, record.openai = str(obj["custom_id"]), True
+        record.error = f"an OpenAI batch request needs 'body' as an object, got {type(obj.get('body')).__name__}"
+    if record.error is None:
+        record.error = unencodable(record.prompt, *texts_of(record.fields))
     if record.error:
         record.error = f"{where}: {record.error}"
     return record
+
+
+def is_broken_request(obj: dict[str, Any]) -> bool:
+    """An OpenAI batch request line (`custom_id` with `body`, `url` or `method`) that is not well-formed: its
+    error row keeps the request's `custom_id`, so that batch_output.jsonl answers that request."""
+    shaped = "custom_id" in obj and any(k in obj for k in ("body", "url", "method"))
+    return shaped and not openai.is_openai_request(obj)
+
+
+def texts_of(fields: dict[str, Any]) -> Iterator[str]:
+    """The text values of a task's fields (a list of documents item by item)."""
+    for value in fields.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                yield item
 
 
 def new_record(
@@ -279,97 +313,3 @@ def array_records(
             f'input.path={str(path)!r} is a JSON array with no object in it; it needs objects like {{"prompt": ...}}'
         )
     return records, True
-
-
-# CSV / TSV
-
-
-def csv_records(
-    path: Path, delimiter: str, cfg: InputConfig, base: GenerationConfig | None, spec: InputSpec | None = None
-) -> Iterator[Record]:
-    """One record per row under the header row, named by the line it starts on (a quoted value may span
-    lines); the id defaults to that line number. A row with more or fewer fields than the header (a ragged
-    row) becomes an error record. Values are text, so only the prompt (`input.field` or `input.template`),
-    the id (`input.id_field`) and a task's `spec` fields are read, not per-record generation parameters."""
-    csv.field_size_limit(max(csv.field_size_limit(), compressed.MAX_LINE_BYTES))
-    long_lines: dict[int, int] = {}
-    reader = csv.reader(text_lines(path, long_lines), delimiter=delimiter)
-    header: list[str] | None = None
-    n, lineno = 0, 1
-    try:
-        for values in reader:
-            lineno, first = reader.line_num + 1, lineno
-            long = long_lines.pop(first, None)
-            record = None
-            if long is not None:
-                record = too_long(TooLong(long), f"line {first}", first, n)
-            elif header is None and values:
-                header = values if spec else check_header(path, values, cfg)
-            elif values:
-                record = csv_record(header or [], values, first, n, cfg, base, spec)
-            if record is not None:
-                n += 1
-                yield record
-            if cfg.limit is not None and n >= cfg.limit:
-                return
-    except BrokenStream as exc:
-        yield broken(path, exc, lineno, n, "row")
-        n += 1
-    except csv.Error as exc:  # a quote still open at the end of the file
-        yield Record(n, str(lineno), error=f"line {lineno}: not readable CSV ({exc})")
-        n += 1
-    if not n:
-        raise InputError(f"input.path={str(path)!r} has no rows under a header; it needs a header and one row a line")
-
-
-def text_lines(path: Path, long_lines: dict[int, int]) -> Iterator[str]:
-    """The file's lines as text for the csv module: invalid UTF-8 kept as lone surrogates (the row becomes an
-    error record), a line over the limit replaced by a blank one and its number and size noted in `long_lines`."""
-    for lineno, raw in enumerate(compressed.lines(path, keepends=True), start=1):
-        if isinstance(raw, TooLong):
-            long_lines[lineno] = raw.size
-            yield "\n"
-        else:
-            yield (raw.removeprefix(BOM) if lineno == 1 else raw).decode("utf-8", "surrogateescape")
-
-
-def check_header(path: Path, header: list[str], cfg: InputConfig) -> list[str]:
-    """The header row; InputError when it lacks the prompt column (every row would fail the same way)."""
-    if cfg.template is None and cfg.field not in header:
-        raise InputError(
-            f"input.field={cfg.field!r} is not a column of input.path={str(path)!r}; columns: {', '.join(header)} "
-            "(set input.field or input.template)"
-        )
-    return header
-
-
-def csv_record(
-    header: list[str],
-    values: list[str],
-    lineno: int,
-    index: int,
-    cfg: InputConfig,
-    base: GenerationConfig | None,
-    spec: InputSpec | None = None,
-) -> Record:
-    where = f"line {lineno}"
-    if len(values) != len(header):
-        return Record(
-            index,
-            str(lineno),
-            error=f"{where}: {plural(len(values), 'field')} where the header has {len(header)} "
-            "(an unquoted delimiter in a value, or a missing one?)",
-        )
-    if not all(valid_utf8(v) for v in values):
-        return Record(index, str(lineno), error=f"{where}: invalid UTF-8")
-    row = dict(zip(header, values, strict=True))
-    return object_record(row, where, str(lineno), index, cfg, base, spec=spec, text_only=True)
-
-
-def valid_utf8(text: str) -> bool:
-    """False for text holding bytes that were not UTF-8 (kept as lone surrogates by `text_lines`)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

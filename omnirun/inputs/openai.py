@@ -8,6 +8,8 @@ and `/v1/rerank` (`body.query`, `body.documents`); `URL_TASKS` says which omniru
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 CHAT_URL = "/v1/chat/completions"
@@ -31,6 +33,22 @@ BODY_TO_GENERATION = {
     "response_format": "response_format",
 }
 IGNORED_BODY_KEYS = frozenset({"model", "messages", "prompt", "user", "stream", "n", "seed", "metadata", "store"})
+
+
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\\n]|\\.)*"|-?\d+)')
+
+
+def custom_id_in(raw: bytes) -> str | None:
+    """The `custom_id` an OpenAI request line names, read from a line that does not parse as a whole (a torn
+    or malformed line); None when it names none."""
+    match = _CUSTOM_ID.search(raw)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return str(value) if isinstance(value, str | int) else None
 
 
 def is_openai_request(obj: dict[str, Any]) -> bool:

@@ -14,8 +14,9 @@ from typing import Any
 
 from omnirun import structured
 from omnirun.errors import OmnirunError
+from omnirun.results import strict
 from omnirun.results.schema import ResultRow, Stats
-from omnirun.secrets import redact, secret_values
+from omnirun.secrets import secret_forms
 
 
 class ResultWriter:
@@ -27,14 +28,11 @@ class ResultWriter:
         self.path = path
         self._file = path.open("ab")
         self._pending: list[bytes] = []
-        self._secrets = bool(secret_values())
+        self._secrets = secret_forms()
         self.totals = RunTotals()
 
     def write(self, row: ResultRow) -> None:
-        line = encode(row.to_json())
-        if self._secrets:
-            line = redact(line.decode("utf-8")).encode("utf-8")
-        self._pending.append(line)
+        self._pending.append(encode(row.to_json(), self._secrets))
         self.totals.add(row)
 
     def flush(self) -> None:
@@ -57,12 +55,10 @@ class ResultWriter:
             self._file.close()
 
 
-def encode(obj: dict[str, Any]) -> bytes:
-    """One JSON line as UTF-8; text that UTF-8 cannot hold (a lone surrogate) is written as a JSON escape."""
-    try:
-        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
-    except UnicodeEncodeError:
-        return (json.dumps(obj, ensure_ascii=True) + "\n").encode("ascii")
+def encode(obj: dict[str, Any], secrets: list[str] | None = None) -> bytes:
+    """One strict JSON line as UTF-8 (`strict.dumps`): secrets redacted, NaN as null, and a lone surrogate (an
+    input such as `{"prompt": "\\ud800"}`, whose record is an error row saying so) as U+FFFD."""
+    return (strict.dumps(obj, secrets=secrets) + "\n").encode("utf-8")
 
 
 MAX_DISTINCT = 20_000

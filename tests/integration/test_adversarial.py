@@ -75,7 +75,7 @@ def test_lone_surrogate_prompt_fails_early_with_on_error_fail(tmp_path: Path, ti
 def test_lone_surrogate_id_keeps_the_window(tmp_path: Path, tiny_llama: Path) -> None:
     code, rows = run_lines(tmp_path, tiny_llama, ['{"id": "a\\ud800", "prompt": "hi"}', '{"id": "b", "prompt": "yo"}'])
     assert code == 0 and len(rows) == 2
-    assert rows[0]["id"] == "a\ud800" and rows[0]["output"] is not None and rows[1]["id"] == "b"
+    assert rows[0]["id"] == "a\ufffd" and rows[0]["output"] is not None and rows[1]["id"] == "b"
 
 
 def test_prompt_plus_new_tokens_beyond_context_is_clipped(tmp_path: Path, short_gpt2: Path) -> None:

@@ -7,6 +7,7 @@ output, and every row has either an output or an error (never both, never neithe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ LINES = st.lists(
 
 
 def expected_id(obj: Any, lineno: int) -> str:
-    return str(obj["id"]) if isinstance(obj, dict) and obj.get("id") is not None else str(lineno)
+    raw = str(obj["id"]) if isinstance(obj, dict) and obj.get("id") is not None else str(lineno)
+    return re.sub("[\ud800-\udfff]", "\ufffd", raw)  # outputs.jsonl is strict UTF-8 JSON: U+FFFD in its place
 
 
 @settings(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,25 @@ AXIS_NOTE = r"# The axis name: .* will not be used"
 """torch's note that input_ids and attention_mask share their `batch` / `sequence` axes, which they do."""
 
 
-def files_of(path: Path) -> tuple[str, ...]:
-    return tuple(sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()))
+Snapshot = dict[str, tuple[int, int]]
+"""A folder's files (relative paths) with their size and modification time."""
+
+
+def snapshot(path: Path) -> Snapshot:
+    if not path.is_dir():
+        return {}
+    return {str(p.relative_to(path)): stat_of(p) for p in path.rglob("*") if p.is_file()}
+
+
+def stat_of(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def files_of(path: Path, before: Snapshot | None = None) -> tuple[str, ...]:
+    """The files in `path` written since `before` (new, or changed in size or time): what an export wrote."""
+    now = snapshot(path)
+    return tuple(sorted(name for name, state in now.items() if before is None or before.get(name) != state))
 
 
 def save(model: Any, preprocessor: Any, path: str | Path) -> SavedModel:
@@ -49,6 +67,7 @@ def save(model: Any, preprocessor: Any, path: str | Path) -> SavedModel:
             f"this {method} model cannot be saved with the installed Transformers/bitsandbytes; load it "
             "unquantized (hardware.quantization=null) to save it"
         )
+    before = snapshot(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with optimize.plain_linears(model):
@@ -58,7 +77,7 @@ def save(model: Any, preprocessor: Any, path: str | Path) -> SavedModel:
     except OSError as exc:
         raise OmnirunError(f"saving the model to {folder} failed: {first_line(str(exc))}") from exc
     log.info("saved the model to %s", folder)
-    return SavedModel(folder, ExportFormat.safetensors, files_of(folder))
+    return SavedModel(folder, ExportFormat.safetensors, files_of(folder, before))
 
 
 def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> SavedModel:
@@ -77,6 +96,7 @@ def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> 
     except ImportError as exc:
         raise ConfigError(f"ONNX export needs {exc.name}: pip install 'omnirun[onnx]'") from exc
     folder = Path(path).expanduser()
+    before = snapshot(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = ONNX_INPUTS[kind]
     sample = sample_inputs(model, kind)
@@ -110,7 +130,7 @@ def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> 
         preprocessor.save_pretrained(folder)
     diff = check_onnx(folder / ONNX_FILE, graph, sample, names)
     log.info("exported %s to %s (max |onnxruntime - torch| = %s)", type(model).__name__, folder, diff)
-    return SavedModel(folder, ExportFormat.onnx, files_of(folder), diff)
+    return SavedModel(folder, ExportFormat.onnx, files_of(folder, before), diff)
 
 
 class TextHead(torch.nn.Module):
@@ -171,23 +191,33 @@ def check_onnx(file: Path, graph: Any, sample: dict[str, Any], names: tuple[str,
 
 
 def push_to_hub(repo: str, folder: str | Path | None, save_to: Any, *, private: bool = False) -> str:
-    """Upload `folder` (None: `save_to(tmp)` writes the model first) to the hub repo `repo`; one-line
-    OmnirunError on failure (offline, no token, no write access)."""
-    from huggingface_hub import HfApi
-
+    """Upload `folder` (None: `save_to(tmp)` writes the model first) to the hub repo `repo`: its files, less
+    hidden ones (`.git`, `.ssh`, `.cache`, dotfiles: never part of a model); one-line OmnirunError on failure
+    (offline, no token, no write access)."""
     with tempfile.TemporaryDirectory(prefix="omnirun-push-") as tmp:
         source = Path(folder).expanduser() if folder is not None else save_to(tmp).path
         if not source.is_dir():
             raise OmnirunError(f"push_to_hub: {source} is not a folder; save or export the model first")
-        try:
-            api = HfApi()
-            api.create_repo(repo, private=private, exist_ok=True)
-            commit = api.upload_folder(repo_id=repo, folder_path=str(source), commit_message="Upload from omnirun")
-        except Exception as exc:
-            what = "the model" if folder is None else str(source)
-            raise OmnirunError(
-                f"push_to_hub: uploading {what} to the Hugging Face Hub repo {repo!r} failed "
-                f"({first_line(str(exc)) or type(exc).__name__}); it needs network access and a token with write "
-                "access (`hf auth login` or HF_TOKEN)"
-            ) from exc
+        files = [f for f in files_of(source) if not any(part.startswith(".") for part in Path(f).parts)]
+        return upload_files(repo, source, files, private=private, what="the model" if folder is None else None)
+
+
+def upload_files(
+    repo: str, folder: Path, files: Sequence[str], *, private: bool = False, what: str | None = None
+) -> str:
+    """Upload exactly `files` (paths relative to `folder`, as `SavedModel.files` lists them) to the hub repo
+    `repo` in one commit; returns the commit URL. One-line OmnirunError on failure."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
+    try:
+        api = HfApi()
+        api.create_repo(repo, private=private, exist_ok=True)
+        commit = api.create_commit(repo_id=repo, operations=operations, commit_message="Upload from omnirun")
+    except Exception as exc:
+        raise OmnirunError(
+            f"push_to_hub: uploading {what or folder} to the Hugging Face Hub repo {repo!r} failed "
+            f"({first_line(str(exc)) or type(exc).__name__}); it needs network access and a token with write "
+            "access (`hf auth login` or HF_TOKEN)"
+        ) from exc
     return str(getattr(commit, "commit_url", commit))
