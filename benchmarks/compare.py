@@ -195,10 +195,10 @@ class FirstToken:
 def create(model: str, backend: str | None = None, *, batched: bool = False) -> Any:
     """omnirun's engine for `model` as the CLI builds it (`hardware.backend=<backend>`, default: the CLI's),
     not loaded yet."""
-    from omnirun.config import Backend, HardwareConfig, ModelConfig
+    from omnirun.config import HardwareConfig, ModelConfig
     from omnirun.engine.build import build
 
-    hardware = HardwareConfig() if backend is None else HardwareConfig(backend=Backend(backend))
+    hardware = HardwareConfig() if backend is None else HardwareConfig(backend=backend)
     return build(ModelConfig(name=model), hardware, batched=batched)
 
 
