@@ -9,21 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from omnirun.checks import parse_choice
+from omnirun.choices import Backend
 from omnirun.config import (
     Aggregation,
-    Backend,
     Device,
     DType,
     GenerationConfig,
     HardwareConfig,
     ModelConfig,
     ModelInit,
+    ModelType,
     Pooling,
     Quantization,
     TaskConfig,
     TaskName,
 )
-from omnirun.engine import source
+from omnirun.engine import capabilities, source
 from omnirun.engine.base import Answer
 from omnirun.engine.hf import HfEngine
 
@@ -138,9 +139,20 @@ class TransformersEngine(HfEngine):
     def run_task(self, task: TaskName, items: list[dict[str, Any]], **options: Any) -> list[Answer]:
         """Any non-generation task over `items` (a record's fields; `image` / `audio` as paths or values), with
         `TaskConfig` options; loads the head the task needs (reloading when another head is loaded)."""
+        self._serve(TaskName(task))
+        return self.analyze(task, items, TaskConfig(name=task, **options), self.default_generation)
+
+    def _serve(self, task: TaskName) -> None:
+        """Load the head `task` needs, unloading another head first."""
         if self.task != task or self.head is None:
             if self.is_loaded:
                 self.unload_model()
             self.check_task(task)
         self.load_model()
-        return self.analyze(task, items, TaskConfig(name=task, **options), self.default_generation)
+
+    def _loaded(self) -> tuple[Any, Any, ModelType]:
+        """Generation after another task (`embed` on a causal LM loads its base model, which cannot generate)
+        reloads the generation head first."""
+        if self.is_loaded and self.head is not None and self.head.family != capabilities.GENERATE:
+            self._serve(TaskName.generate)
+        return super()._loaded()

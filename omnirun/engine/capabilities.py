@@ -265,19 +265,53 @@ def families_of(config: Any) -> list[str]:
     return list(dict.fromkeys(h.family for h in heads_of(config)))
 
 
-def head_for(family: str | None, config: Any, model_type: ModelType | None = None) -> Head | None:
+def head_for(
+    family: str | None, config: Any, model_type: ModelType | None = None, weights: frozenset[str] | None = None
+) -> Head | None:
     """The head that serves `family` for this config (None: it serves none). `family=None` (export) takes the
-    checkpoint's own head. For generation, an explicit `model_type` picks causal LM or seq2seq."""
+    checkpoint's own head. For generation, an explicit `model_type` picks causal LM or seq2seq. `weights` (the
+    checkpoint's tensor names, for a config without `architectures`) keeps only the heads whose weights it holds."""
     heads = heads_of(config)
+    if weights is not None and not architectures(config):
+        heads = [h for h in heads if h == BASE or has_weights(h, config, weights)]
     if family is ANY:
         return heads[0] if heads else None
     if family == RERANK:  # a cross-encoder scores pairs; any other model ranks by embedding similarity
-        return head_for("classify", config) or head_for("embed", config)
+        classifier = next((h for h in heads if h.family == "classify"), None)
+        if classifier is not None:
+            return classifier if labels_of(config) <= 2 else None
+        return next((h for h in heads if h.family == "embed"), None)
     serving = [h for h in heads if h.family == family]
     if family == GENERATE and model_type is not None:
         wanted = "seq2seq" if model_type == ModelType.seq2seq else "causal-lm"
         return next((h for h in HEADS if h.name == wanted), None) if serving else None
     return serving[0] if serving else None
+
+
+def labels_of(config: Any) -> int:
+    """A classification head's outputs (`num_labels`, 2 when the config does not say)."""
+    value = getattr(config, "num_labels", 2)
+    return value if isinstance(value, int) else 2
+
+
+def has_weights(head: Head, config: Any, weights: frozenset[str]) -> bool:
+    """Whether a checkpoint whose tensors are `weights` holds every parameter of `head` (built on the meta
+    device; names compared without the base model's prefix, tied parameters counted once)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # building a head only to list its parameters: its usage notes do not apply
+    try:
+        with torch.device("meta"):
+            model = model_class(head).from_config(config)
+    except Exception:  # the head cannot be built for this config: it is not in the checkpoint either
+        return False
+    finally:
+        hf_logging.set_verbosity(level)
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    stored = {name.removeprefix(prefix) for name in weights}
+    return all(name.removeprefix(prefix) in stored for name, _ in model.named_parameters())
 
 
 def model_class(head: Head) -> Any:
@@ -286,25 +320,40 @@ def model_class(head: Head) -> Any:
     return getattr(transformers, head.auto_class)
 
 
-def check_task(task: str, config: Any, model: str, model_type: ModelType | None = None) -> Head:
+def check_task(
+    task: str, config: Any, model: str, model_type: ModelType | None = None, weights: frozenset[str] | None = None
+) -> Head:
     """The head to load for `task`; ConfigError (one line) naming the task, the model's architectures and the
-    tasks it can serve when it cannot serve this one."""
+    tasks it can serve when it cannot serve this one. `weights`: see `head_for`."""
     family = task_family(task)
-    head = head_for(family, config, model_type)
+    head = head_for(family, config, model_type, weights)
     if head is not None:
         return head
     archs = ", ".join(architectures(config)) or f"none listed (model_type {getattr(config, 'model_type', None)!r})"
+    if family == RERANK and labels_of(config) > 2 and head_for("classify", config, None, weights) is not None:
+        raise ConfigError(
+            f"task=rerank needs a cross-encoder (one relevance logit, or two labels), but model {model!r} is a "
+            f"classifier of {labels_of(config)} labels ({', '.join(map(str, config.id2label.values()))}), whose "
+            "probabilities are not relevance; use a cross-encoder or an embedding model, or task=classify"
+        )
     need = "a text-generation model (a causal LM or an encoder-decoder)" if family == GENERATE else f"a {family} model"
     if family is ANY:
         need = "an architecture Transformers can load"
-    raise ConfigError(f"task={task} needs {need}, but model {model!r} has architectures [{archs}]; {serves(config)}")
+    where = ""
+    if weights is not None and not architectures(config):
+        where = " and its weights hold no such head (loading one would give it random weights)"
+    raise ConfigError(
+        f"task={task} needs {need}, but model {model!r} has architectures [{archs}]{where}; {serves(config, weights)}"
+    )
 
 
-def serves(config: Any) -> str:
+def serves(config: Any, weights: frozenset[str] | None = None) -> str:
     """What a model can do, in one clause: its omnirun tasks, and its heads omnirun does not run yet."""
     heads = heads_of(config)
+    if weights is not None and not architectures(config):
+        heads = [h for h in heads if h == BASE or has_weights(h, config, weights)]
     families = {h.family for h in heads}
-    served = {*families, RERANK} if families & {"classify", "embed"} else families
+    served = {*families, RERANK} if head_for(RERANK, config, None, weights) is not None else families
     tasks = [str(t) for t in TaskName if (task_family(t) is ANY and heads) or task_family(t) in served]
     planned = [f"{h.family} ({h.description})" for h in heads if h.family not in {task_family(t) for t in TaskName}]
     text = f"it can serve task={', task='.join(tasks)}" if tasks else "omnirun cannot run it"

@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from omnirun import hardware
+from omnirun import hardware, plugins
 from omnirun.config import Backend, Device, DType, GenerationConfig, HardwareConfig, Quantization
-from omnirun import plugins
 from omnirun.engine.hf import optimize
 from omnirun.errors import ConfigError
 from omnirun.hardware import GpuInfo, HardwareInfo, ModelSize, Placement

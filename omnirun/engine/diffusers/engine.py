@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from omnirun import hardware
+from omnirun.choices import Backend
 from omnirun.config import (
-    Backend,
     Device,
     DType,
     GenerationConfig,
@@ -137,17 +137,18 @@ class DiffusersEngine(ConvenienceAPI):
         items: list[dict[str, Any]],
         options: TaskConfig,
         params: GenerationConfig | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
     ) -> list[Answer]:
-        """One image per item: `prompt`, optional `negative_prompt`; the generator of item i is seeded with
-        `seed + i` (the task layer passes the batch's first record index in `seed`)."""
+        """One image per item: `prompt`, optional `negative_prompt`. `seed` is one seed per item (the task layer
+        gives `seed + record index`), or one int for the batch, item i then seeded with `seed + i`; each item's
+        generator is seeded alone, so its picture does not depend on the batch it is in."""
         import torch
 
         self.check_task(task)
         if self.pipe is None:
             raise RuntimeError(NOT_LOADED)
-        base = 0 if seed is None else seed
-        generators = [torch.Generator(device="cpu").manual_seed(base + i) for i in range(len(items))]
+        seeds = item_seeds(seed, len(items))
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         negative = [i.get("negative_prompt") or "" for i in items]
         kwargs: dict[str, Any] = {
             "prompt": [i["prompt"] for i in items],
@@ -228,3 +229,12 @@ class DiffusersEngine(ConvenienceAPI):
 
     def argmax_next(self, ids: list[int]) -> list[int]:
         raise ConfigError(NO_TEXT)
+
+
+def item_seeds(seed: int | list[int] | None, count: int) -> list[int]:
+    """One seed per item: the list as given (its length must be `count`), else `seed + i` (0 + i for None)."""
+    if isinstance(seed, list):
+        if len(seed) != count:
+            raise ValueError(f"{len(seed)} seeds for a batch of {count} items; give one seed per item")
+        return [int(s) for s in seed]
+    return [(seed or 0) + i for i in range(count)]

@@ -8,22 +8,28 @@ per item, in order. Pre- and post-processing are Transformers' own pipelines whe
 `image-segmentation`, `audio-classification`, `automatic-speech-recognition`). Written here instead, and why:
 - `embed`: the `feature-extraction` pipeline returns unpooled per-token states as nested Python lists, one
   text at a time; pooling a padded batch on tensors is a few lines and many times faster.
-- `qa`: Transformers 5 has no question-answering pipeline; the span search below is the one that pipeline did
-  (best start <= end within the context, scores as the product of the two softmaxes, long contexts in strides).
+- `qa`: Transformers 5 has no question-answering pipeline; `encoders.question_answer` decodes as Transformers
+  4's did (384-token windows overlapping by 128, [CLS] in the softmax, answers of at most 15 tokens widened to
+  whole words), batched, with the token types the tokenizer gives.
 - `rerank`: a cross-encoder's relevance logit per (query, document) pair, or cosine similarity of embeddings.
-- `caption`: the image processor plus `generate`, so captions get the usual generation fields and metrics.
+- `caption`: the processor plus `generate`, so captions get the usual generation fields and metrics.
+Rule: every answer equals the reference's (the pipeline, or the model called on one input) within float noise,
+whatever the batch; `tests/differential/` checks it. caption and transcribe decode as the pipelines do unless
+the run asks otherwise (`pipeline_generation`).
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
-from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
-from omnirun.engine.hf.generate import generation_config
+from omnirun.engine.hf.encoders import QA_MAX_ANSWER, embed_items, question_answer, rerank_cross, rerank_embed
+from omnirun.engine.hf.loading import position_limit
+from omnirun.errors import InputError
 from omnirun.inputs import media
 
 PIPELINES = {
@@ -79,21 +85,20 @@ def components(folder: str, preprocessor: Any, common: dict[str, Any]) -> Compon
     return found
 
 
-def make_pipeline(task: TaskName, model: Any, parts: Components, options: TaskConfig) -> Any:
+def make_pipeline(task: TaskName, model: Any, parts: Components) -> Any:
     """The Transformers pipeline for `task` on the loaded model and its preprocessors."""
     import transformers
 
-    kwargs: dict[str, Any] = {}
-    if task == TaskName.token_classify:
-        kwargs["aggregation_strategy"] = str(options.aggregation)
     build: Any = transformers.pipeline  # typed by overloads on literal task names; ours is a str
-    return build(PIPELINES[task], model=model, **parts.pipeline_kwargs(), **kwargs)
+    return build(PIPELINES[task], model=model, **parts.pipeline_kwargs())
 
 
 def call_options(task: TaskName, options: TaskConfig, item: dict[str, Any] | None = None) -> dict[str, Any]:
     """The per-call arguments of a task's pipeline."""
     if task in (TaskName.classify, TaskName.fill_mask, TaskName.image_classify, TaskName.audio_classify):
         return {"top_k": options.top_k}
+    if task == TaskName.token_classify:  # per call: a pipeline built for one strategy serves every other one
+        return {"aggregation_strategy": str(options.aggregation)}
     if task == TaskName.detect:
         return {"threshold": options.threshold}
     if task == TaskName.segment:
@@ -112,6 +117,8 @@ def run_pipeline(
     """One pipeline call over the batch (transcribe: one call per item, as chunking depends on its length)."""
     if task == TaskName.transcribe:
         return [transcribe(pipe, item, options, params) for item in items]
+    if len(items) > 1 and pads_change_answers(pipe.model, task, items):
+        return [a for item in items for a in run_pipeline(pipe, task, [item], options, params)]
     inputs = [pipeline_input(task, item) for item in items]
     kwargs = call_options(task, options)
     # a pipeline given a one-element list unwraps some outputs and not others: call it on the input itself
@@ -121,6 +128,15 @@ def run_pipeline(
         for item, a in zip(items, answers, strict=True):
             a.input_tokens = len(pipe.tokenizer(item["prompt"], item.get("text_pair"))["input_ids"])
     return answers
+
+
+def pads_change_answers(model: Any, task: TaskName, items: list[dict[str, Any]]) -> bool:
+    """Whether a batch of these items would not give each item its own answer: clips of different lengths on
+    a wav2vec2-style model whose feature encoder normalizes over time (`feat_extract_norm=group`), which sees
+    the padding (its feature extractors send no attention mask for that reason)."""
+    if task != TaskName.audio_classify or getattr(model.config, "feat_extract_norm", None) != "group":
+        return False
+    return len({len(item["audio"]) for item in items}) > 1
 
 
 def pipeline_input(task: TaskName, item: dict[str, Any]) -> Any:
@@ -178,8 +194,8 @@ def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig, params: Gen
     ctc = getattr(pipe, "type", "") in ("ctc", "ctc_with_lm")
     if options.return_timestamps:
         kwargs["return_timestamps"] = "word" if ctc else True
-    if not ctc:  # a sequence-to-sequence model (Whisper) generates: the run's generation settings apply
-        kwargs["generate_kwargs"] = {"generation_config": generation_config(pipe.model, pipe.tokenizer, params)}
+    if not ctc:  # a sequence-to-sequence model (Whisper) generates: see `pipeline_generation`
+        kwargs["generate_kwargs"] = {"generation_config": pipeline_generation(pipe.model, pipe.tokenizer, params)}
     start = time.perf_counter()
     out = pipe({"raw": item["audio"], "sampling_rate": item["sampling_rate"]}, **kwargs)
     text = str(out["text"])
@@ -194,15 +210,59 @@ def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig, params: Gen
     return Answer(result, completion=completion)
 
 
+DEFAULT_GENERATION = GenerationConfig()
+SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def pipeline_generation(model: Any, tokenizer: Any, params: GenerationConfig) -> Any:
+    """caption and transcribe: the model's own generation config, as Transformers' pipelines decode with it
+    (greedy, the model's length limit, unless the checkpoint says otherwise), plus each run setting that differs
+    from the generation defaults; a model that sets no length gets `generation.max_new_tokens` (100), not
+    Transformers' model-agnostic 20 tokens. Sampling takes a sampling setting (`generation.temperature`,
+    `top_p`, `top_k`; `generation=creative`) while `do_sample` stays true; `generation.do_sample=false` forces
+    greedy."""
+    config = copy.deepcopy(model.generation_config)
+    changed = {
+        f.name: getattr(params, f.name)
+        for f in fields(params)
+        if f.name != "response_format" and getattr(params, f.name) != getattr(DEFAULT_GENERATION, f.name)
+    }
+    if params.do_sample and changed.keys() & set(SAMPLING):
+        changed.update({"do_sample": True, **{name: getattr(params, name) for name in SAMPLING}})
+    if not changed.get("do_sample", config.do_sample):
+        changed.update(dict.fromkeys(SAMPLING))
+    if config.max_length is None and config.max_new_tokens is None:  # not Transformers' model-agnostic 20
+        changed.setdefault("max_new_tokens", params.max_new_tokens)
+    config.update(**changed)
+    if config.pad_token_id is None and tokenizer is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
 def caption(
-    model: Any, parts: Components, items: list[dict[str, Any]], params: GenerationConfig, seed: int | None
+    model: Any,
+    parts: Components,
+    items: list[dict[str, Any]],
+    params: GenerationConfig,
+    seed: int | list[int] | None,
 ) -> list[Answer]:
-    """Captions (or answers to `prompt` about the image) from the image processor and `generate`."""
+    """Captions (or continuations of `prompt` about the image) from the processor and `generate`; the output
+    holds the new tokens only. Prompted items run one at a time (BLIP's `generate` cuts the last column of a
+    padded batch), and so do sampled items given one seed each."""
     import torch
 
-    tokenizer = parts.tokenizer
-    images = [i["image"] for i in items]
+    tokenizer, config = parts.tokenizer, model.config
     prompts = [i.get("prompt") for i in items]
+    if any(prompts) and config.is_encoder_decoder:
+        raise InputError(
+            f"the record has a prompt, but model type {config.model_type!r} captions images without one (its "
+            "decoder starts from its start token); remove the prompt, or use a model that takes one (BLIP)"
+        )
+    generation = pipeline_generation(model, tokenizer, params)
+    seeds = seed if isinstance(seed, list) else [seed] * len(items)
+    if len(items) > 1 and (any(prompts) or (generation.do_sample and len(set(seeds)) > 1)):
+        return [a for i, item in enumerate(items) for a in caption(model, parts, [item], params, seeds[i])]
+    images = [i["image"] for i in items]
     if parts.processor is not None and any(prompts):
         enc = parts.processor(images=images, text=[p or "" for p in prompts], return_tensors="pt", padding=True)
     elif parts.image_processor is not None:
@@ -210,23 +270,36 @@ def caption(
     else:
         raise ValueError("the model has no image processor (preprocessor_config.json) to read images with")
     enc = {k: v.to(model.device) for k, v in enc.items() if hasattr(v, "to")}
-    if seed is not None:
-        torch.manual_seed(seed)
+    prompt_len = int(enc["input_ids"].shape[1]) if "input_ids" in enc else 0
+    if seeds[0] is not None:
+        torch.manual_seed(seeds[0])
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**enc, generation_config=generation_config(model, tokenizer, params))
+        out = model.generate(**enc, generation_config=generation)
     seconds = time.perf_counter() - start
-    # an encoder-decoder's output starts with the decoder's start token; a decoder-only model echoes its prompt
-    prompt_len = 1 if model.config.is_encoder_decoder else enc["input_ids"].shape[1] if "input_ids" in enc else 0
+    echo, ends = echoed(config, prompt_len), {tokenizer.eos_token_id}
+    if config.model_type == "blip":
+        ends.add(config.text_config.sep_token_id)
     answers = []
-    for row in out[:, prompt_len:].tolist():
+    for row in out[:, echo:].tolist():
         ids = [t for t in row if t != tokenizer.pad_token_id]
-        ended = bool(ids) and ids[-1] == tokenizer.eos_token_id
+        ended = bool(ids) and ids[-1] in ends
         text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-        prompt_tokens = 0 if model.config.is_encoder_decoder else prompt_len
+        prompt_tokens = 0 if config.is_encoder_decoder else prompt_len
         completion = Completion(text, prompt_tokens, len(ids), "stop" if ended else "length", seconds, token_ids=ids)
         answers.append(Answer({}, completion=completion))
     return answers
+
+
+def echoed(config: Any, prompt_len: int) -> int:
+    """How many leading tokens of `generate`'s output are not new: an encoder-decoder's start token; BLIP's
+    prompt less its trailing [SEP] (its `generate` drops it; the default prompt is [BOS]); another decoder's
+    whole prompt."""
+    if config.is_encoder_decoder:
+        return 1
+    if config.model_type == "blip":
+        return (prompt_len or 2) - 1
+    return prompt_len
 
 
 class Analyzer:
@@ -236,7 +309,7 @@ class Analyzer:
         self.model, self.base_model = model, base_model
         self.parts = components(folder, preprocessor, common)
         self.pipelines: dict[TaskName, Any] = {}
-        self.limit = context_limit(model.config, self.parts.tokenizer)
+        self.limit = context_limit(model, self.parts.tokenizer)
 
     def run(
         self,
@@ -244,13 +317,13 @@ class Analyzer:
         items: list[dict[str, Any]],
         options: TaskConfig,
         params: GenerationConfig,
-        seed: int | None,
+        seed: int | list[int] | None,
     ) -> list[Answer]:
         model, tokenizer = self.model, self.parts.tokenizer
         items = [self.decode(item) for item in items]
         if task in PIPELINES:
             if task not in self.pipelines:
-                self.pipelines[task] = make_pipeline(task, model, self.parts, options)
+                self.pipelines[task] = make_pipeline(task, model, self.parts)
             answers = run_pipeline(self.pipelines[task], task, items, options, params)
             for item, a in zip(items, answers, strict=True):
                 a.audio_s = item.get("audio_s")
@@ -262,7 +335,11 @@ class Analyzer:
         if task == TaskName.embed:
             return embed_items(model, tokenizer, items, options, self.limit)
         if task == TaskName.qa:
-            return question_answer(model, tokenizer, items, self.limit)
+            longest = int(getattr(options, "max_answer_len", QA_MAX_ANSWER))
+            impossible = bool(getattr(options, "handle_impossible_answer", False))
+            return question_answer(
+                model, tokenizer, items, self.limit, max_answer_len=longest, handle_impossible=impossible
+            )
         if task == TaskName.rerank and self.base_model:
             return [rerank_embed(model, tokenizer, i, options, self.limit) for i in items]
         if task == TaskName.rerank:
@@ -282,11 +359,11 @@ class Analyzer:
         return item
 
 
-def context_limit(config: Any, tokenizer: Any) -> int | None:
-    """The longest input the model takes, in tokens (its position table, or the tokenizer's limit)."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+def context_limit(model: Any, tokenizer: Any) -> int | None:
+    """The longest input the model takes, in tokens: its position table (`loading.position_limit`) or the
+    tokenizer's `model_max_length`, whichever is smaller."""
+    limit = position_limit(model)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 1_000_000:
+        return declared if limit is None else min(limit, declared)
+    return limit

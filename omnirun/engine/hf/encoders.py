@@ -17,10 +17,9 @@ def embed(model: Any, tokenizer: Any, texts: list[str], options: TaskConfig, lim
 
     enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=limit is not None, max_length=limit)
     full = [len(ids) for ids in tokenizer(texts)["input_ids"]]
-    enc = enc.to(model.device)
     with torch.inference_mode():
-        states = model(**enc).last_hidden_state.float()
-    vectors = pool(states, enc["attention_mask"], str(options.pooling))
+        states = model(**model_inputs(model, tokenizer, enc)).last_hidden_state.float()
+    vectors = pool(states, enc["attention_mask"].to(states.device), str(options.pooling))
     if options.normalize:
         vectors = torch.nn.functional.normalize(vectors, dim=-1)
     counts = enc["attention_mask"].sum(dim=1).tolist()
@@ -64,72 +63,132 @@ def pool(states: Any, mask: Any, pooling: str) -> Any:
     return states[torch.arange(states.shape[0], device=states.device), index]
 
 
-def question_answer(model: Any, tokenizer: Any, items: list[dict[str, Any]], limit: int | None) -> list[Answer]:
-    """The best answer span of each context, searched across 128-token-strided windows of long contexts."""
+QA_MAX_SEQ = 384
+"""Transformers' question-answering pipeline's longest window (question + context), in tokens."""
+QA_STRIDE = 128
+"""Its overlap between the windows of a long context, in tokens."""
+QA_MAX_ANSWER = 15
+"""Its longest answer, in tokens."""
+
+
+def model_inputs(model: Any, tokenizer: Any, enc: Any) -> dict[str, Any]:
+    """The encoded tensors the model takes: the tokenizer's `model_input_names` that `forward` accepts (BERT's
+    and DeBERTa-v2's `token_type_ids` included; DistilBERT, which has none, gets none)."""
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = {"input_ids", "attention_mask", *getattr(tokenizer, "model_input_names", ())} & accepted
+    return {k: v.to(model.device) for k, v in enc.items() if k in names}
+
+
+def question_answer(
+    model: Any,
+    tokenizer: Any,
+    items: list[dict[str, Any]],
+    limit: int | None,
+    *,
+    max_answer_len: int = QA_MAX_ANSWER,
+    handle_impossible: bool = False,
+) -> list[Answer]:
+    """The best answer span of each context, as Transformers 4's `QuestionAnsweringPipeline` found it: windows
+    of at most 384 tokens (the model's limit when smaller) overlapping by 128 (half a window when smaller),
+    start and end probabilities over the context tokens and [CLS] (its null score), spans of at most
+    `max_answer_len` tokens widened to whole words. `handle_impossible` answers "" when [CLS] beats every span."""
     import torch
 
-    max_len = min(limit or 384, 384)
+    max_len = min(limit or QA_MAX_SEQ, QA_MAX_SEQ)
+    question_first = tokenizer.padding_side == "right"
+    questions, contexts = [i["question"] for i in items], [i["context"] for i in items]
     enc = tokenizer(
-        [i["question"] for i in items],
-        [i["context"] for i in items],
-        truncation="only_second",
+        questions if question_first else contexts,
+        contexts if question_first else questions,
+        truncation="only_second" if question_first else "only_first",
         max_length=max_len,
-        stride=min(128, max_len // 4),
+        stride=min(max_len // 2, QA_STRIDE),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
+        return_token_type_ids=True,
         padding=True,
         return_tensors="pt",
     )
-    owners = enc.pop("overflow_to_sample_mapping").tolist()
-    offsets = enc.pop("offset_mapping").tolist()
+    owners = enc["overflow_to_sample_mapping"].tolist()
     with torch.inference_mode():
-        out = model(**{k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")})
+        out = model(**model_inputs(model, tokenizer, enc))
+    starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()
+    context_id = 1 if question_first else 0
     best: dict[int, tuple[float, int, int]] = {}
+    null: dict[int, float] = {}
     for f, owner in enumerate(owners):
-        context = [s == 1 for s in enc.sequence_ids(f)]
-        span = best_span(out.start_logits[f].float().cpu(), out.end_logits[f].float().cpu(), context)
+        keep = torch.tensor([s == context_id for s in enc.sequence_ids(f)])
+        if tokenizer.cls_token_id is not None:  # [CLS] stays in the softmax: its probability is the null answer's
+            keep |= enc["input_ids"][f] == tokenizer.cls_token_id
+        keep &= enc["attention_mask"][f].bool()
+        span, null_score = best_span(starts[f], ends[f], keep, max_answer_len)
+        null[owner] = min(null.get(owner, null_score), null_score)
         if span is not None and (owner not in best or span[0] > best[owner][0]):
-            start_char, end_char = offsets[f][span[1]][0], offsets[f][span[2]][1]
-            best[owner] = (span[0], start_char, end_char)
+            best[owner] = (span[0], *word_chars(enc[f], span[1], span[2], 1 if question_first else 0))
     tokens = enc["attention_mask"].sum(dim=1).tolist()
     answers = []
     for i, item in enumerate(items):
         n = sum(int(tokens[f]) for f, owner in enumerate(owners) if owner == i)
-        if i not in best:
+        if handle_impossible and (i not in best or null[i] > best[i][0]):
+            answers.append(Answer({"answer": "", "score": null[i], "start": 0, "end": 0}, input_tokens=n))
+        elif i not in best:
             answers.append(Answer({"answer": "", "score": 0.0, "start": None, "end": None}, input_tokens=n))
-            continue
-        score, start, end = best[i]
-        fields = {"answer": item["context"][start:end], "score": score, "start": start, "end": end}
-        answers.append(Answer(fields, input_tokens=n))
+        else:
+            score, start, end = best[i]
+            fields = {"answer": item["context"][start:end], "score": score, "start": start, "end": end}
+            answers.append(Answer(fields, input_tokens=n))
     return answers
 
 
-def best_span(start_logits: Any, end_logits: Any, context: list[bool], max_answer: int = 30) -> Any:
-    """(probability, start token, end token) of the likeliest span inside the context, or None."""
+def best_span(start_logits: Any, end_logits: Any, keep: Any, max_answer: int) -> tuple[Any, float]:
+    """((probability, start token, end token) of the likeliest span, or None; the null score: P(start = end =
+    first token)). Positions outside `keep` get a -10000 logit; the first token ([CLS]) takes part in the
+    softmax but cannot be a span."""
     import torch
 
-    allowed = torch.tensor(context)
+    start = torch.softmax(start_logits.masked_fill(~keep, -10000.0), dim=-1)
+    end = torch.softmax(end_logits.masked_fill(~keep, -10000.0), dim=-1)
+    null = float(start[0] * end[0])
+    start[0] = end[0] = 0.0
+    allowed = keep.clone()
+    allowed[0] = False
     if not allowed.any():
-        return None
-    start = torch.softmax(start_logits.masked_fill(~allowed, -1e9), dim=-1)
-    end = torch.softmax(end_logits.masked_fill(~allowed, -1e9), dim=-1)
+        return None, null
     scores = torch.triu(torch.outer(start, end)).tril(max_answer - 1)
-    flat = int(scores.argmax())
-    s, e = divmod(flat, scores.shape[1])
-    return float(scores[s, e]), s, e
+    s, e = divmod(int(scores.argmax()), scores.shape[1])
+    if not (allowed[s] and allowed[e]):
+        return None, null
+    return (float(scores[s, e]), s, e), null
+
+
+def word_chars(encoding: Any, start: int, end: int, sequence: int) -> tuple[int, int]:
+    """The characters of the context from the word holding token `start` to the word holding token `end` (the
+    tokens' own offsets when the tokenizer has no words)."""
+    try:
+        first, last = encoding.token_to_word(start), encoding.token_to_word(end)
+        return int(encoding.word_to_chars(first, sequence)[0]), int(encoding.word_to_chars(last, sequence)[1])
+    except Exception:  # a token outside any word
+        return int(encoding.offsets[start][0]), int(encoding.offsets[end][1])
 
 
 def rerank_cross(model: Any, tokenizer: Any, item: dict[str, Any], limit: int | None) -> Answer:
-    """Relevance of each document to the query from a cross-encoder: sigmoid of its one logit (or the last
-    class's probability for a multi-label head)."""
+    """Relevance of each document to the query from a cross-encoder: sigmoid of its one logit, or P(label 1) of a
+    two-label head. A head of more labels is not a relevance score (`capabilities` refuses it before loading)."""
     import torch
 
+    labels = int(model.config.num_labels)
+    if labels > 2:
+        raise ValueError(
+            f"task=rerank needs a cross-encoder (1 relevance logit, or 2 labels), but model has {labels} labels"
+        )
     docs = item["documents"]
     enc = tokenizer([item["query"]] * len(docs), docs, padding=True, truncation=True, max_length=limit)
-    enc = enc.convert_to_tensors("pt").to(model.device)
+    enc = enc.convert_to_tensors("pt")
     with torch.inference_mode():
-        logits = model(**enc).logits.float()
-    scores = logits[:, 0].sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=-1)[:, -1]
+        logits = model(**model_inputs(model, tokenizer, enc)).logits.float()
+    scores = logits[:, 0].sigmoid() if labels == 1 else logits.softmax(dim=-1)[:, 1]
     return ranked(scores.cpu().tolist(), item, int(enc["attention_mask"].sum()))
 
 

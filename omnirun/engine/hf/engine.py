@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from omnirun import hardware
+from omnirun.choices import Backend
 from omnirun.config import (
-    Backend,
     Device,
     GenerationConfig,
     HardwareConfig,
@@ -36,10 +36,12 @@ from omnirun.engine.hf.generate import generate_encoded
 from omnirun.engine.hf.loading import (
     add_int4_decode,
     check_placement,
+    checkpoint_names,
     dense_copy,
     estimate_size,
     logits_of,
     memory_report,
+    position_limit,
     prepare_tokenizer,
     quiet_int8_cast_notes,
     release_memory,
@@ -113,7 +115,10 @@ class HfEngine(ConvenienceAPI):
         what it can serve), from its config alone; remember the head that serves it for `load_model()`."""
         self.task, self.head, self._prepared = TaskName(task), None, False
         explicit = None if self.model_config.model_type is None else ModelType(self.model_config.model_type)
-        self.head = capabilities.check_task(self.task, self._read_config(), self.model_name, explicit)
+        config, weights = self._read_config(), None  # a config without `architectures`: its weights name the head
+        if not capabilities.architectures(config) and self.model_config.init == ModelInit.pretrained:
+            weights = checkpoint_names(self._path)
+        self.head = capabilities.check_task(self.task, config, self.model_name, explicit, weights)
 
     def _read_config(self) -> Any:
         """Resolve the model (converting a GGUF file on first use) and read its config, overrides applied."""
@@ -338,12 +343,7 @@ class HfEngine(ConvenienceAPI):
     @property
     def max_context(self) -> int | None:
         """The model's context length, when its config says."""
-        model, _, _ = self._loaded()
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(model.config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return position_limit(self._loaded()[0])
 
     def memory(self) -> MemoryReport:
         return memory_report(self.model)
@@ -376,9 +376,10 @@ class HfEngine(ConvenienceAPI):
 
     def analyze(
         self, task: TaskName, items: list[dict[str, Any]], options: TaskConfig, params: GenerationConfig | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
     ) -> list[Answer]:  # fmt: skip
-        """A non-generation task over a batch of items (see `engine.hf.analyze`), one Answer per item."""
+        """A non-generation task over a batch of items (see `engine.hf.analyze`), one Answer per item; `seed`
+        one int for the batch or one per item (caption's sampling)."""
         from omnirun.engine.hf.analyze import Analyzer
 
         model, head = self._model_and_head()

@@ -60,6 +60,42 @@ def dequantized() -> dict[str, Any]:
     return {"quantization_config": gguf_config(dequantize=True)}
 
 
+def checkpoint_names(path: str) -> frozenset[str] | None:
+    """The tensor names of a local folder's safetensors weights (read from the files' headers, no tensor
+    loaded); None when the folder holds none (a hub id, pickle weights)."""
+    import json
+    import struct
+
+    folder = Path(path)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    names: set[str] = set()
+    for file in files:
+        with file.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            names.update(k for k in json.loads(f.read(size)) if k != "__metadata__")
+    return frozenset(names)
+
+
+def position_limit(model: Any) -> int | None:
+    """The longest input the model's position table takes, in tokens: `max_position_embeddings` (or the
+    config's other name for it), less the offset of RoBERTa-style tables whose positions start after the
+    padding index (514 entries serve 512 tokens)."""
+    import torch
+
+    config = model.config
+    values = [getattr(config, n, None) for n in ("max_position_embeddings", "n_positions", "max_sequence_length")]
+    limit = next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)
+    if limit is None:
+        return None
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if isinstance(table, torch.nn.Embedding) and table.padding_idx is not None:
+        return limit - table.padding_idx - 1
+    return limit
+
+
 def estimate_size(model_cls: Any, config: Any, dtype: DType | None = None) -> hardware.ModelSize:
     """Parameter count (exact, from an empty meta-device model) and KV-cache shape of a config; `dtype` is the
     checkpoint's stored dtype, when known."""
