@@ -86,7 +86,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         overrides = self.config_overrides
-        if overrides is not None and not (isinstance(overrides, Mapping) and all(isinstance(k, str) for k in overrides)):  # noqa: E501
+        if overrides is not None and not (
+            isinstance(overrides, Mapping) and all(isinstance(k, str) for k in overrides)
+        ):
             raise ConfigError(
                 "model.config_overrides must be a mapping of config keys to values, e.g. "
                 f"'{{max_position_embeddings: 4096}}', got {overrides!r}"

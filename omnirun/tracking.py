@@ -17,6 +17,7 @@ def log_run(tracking: TrackingConfig, output_root: str, run_dir: Path, config: d
     if tracking.backend != "mlflow":
         return None
     from omnirun.reporting.load import flatten  # the one nested-dict -> dotted-keys helper
+
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the offline file store is what we want here
     import mlflow
 
