@@ -189,10 +189,12 @@ class Analyzer(EngineBase, Protocol):
         items: list[dict[str, Any]],
         options: TaskConfig,
         params: GenerationConfig | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
     ) -> list[Answer]:
         """A non-generation task (embed, classify, qa, transcribe, ...) over a batch of items (a record's
-        fields, images and audio decoded), one `Answer` per item in order; `params` for caption."""
+        fields, images and audio decoded), one `Answer` per item in order; `params` for caption. `seed`: one int
+        for the batch, or one seed per item (the task layer gives `seed + record index`, so a record's answer
+        does not depend on the batch it lands in)."""
         ...
 
 

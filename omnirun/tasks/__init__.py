@@ -43,7 +43,7 @@ def per_record(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> RecordsTask:
     input order as they finish, and a record the function raises on becomes its own error row: the same loop
     every built-in per-record task runs (`tasks.analysis.run_analysis`)."""
 
-    def answer(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seed: int) -> list[Answer]:
+    def answer(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seeds: list[int]) -> list[Answer]:
         return [Answer(fn(item)) for item in items]
 
     return RecordsTask(functools.partial(run_analysis, answer=answer))

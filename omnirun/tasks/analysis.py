@@ -25,14 +25,14 @@ from omnirun.results.schema import ResultRow
 from omnirun.tasks.base import Progress, TaskContext, record_error
 from omnirun.tasks.batching import windows, write_finished
 
-Answerer = Callable[[Engine, list[dict[str, Any]], TaskContext, int], list[Answer]]
-"""How a per-record task answers a batch: (engine, the records' fields, the context, the batch's seed) -> one
-`Answer` per item, in order."""
+Answerer = Callable[[Engine, list[dict[str, Any]], TaskContext, list[int]], list[Answer]]
+"""How a per-record task answers a batch: (engine, the records' fields, the context, one seed per record:
+`seed + record index`) -> one `Answer` per item, in order."""
 
 
-def analyze(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seed: int) -> list[Answer]:
+def analyze(engine: Engine, items: list[dict[str, Any]], ctx: TaskContext, seeds: list[int]) -> list[Answer]:
     """The built-in tasks beyond generation: the engine's `analyze`."""
-    return engine.analyze(TaskName(ctx.task.name), items, ctx.task, ctx.generation, seed)
+    return engine.analyze(TaskName(ctx.task.name), items, ctx.task, ctx.generation, seeds)
 
 
 def run_analysis(
@@ -82,7 +82,7 @@ def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext, answe
     start = time.perf_counter()
     try:
         try:
-            answers = answer(engine, [item(r) for r in batch], ctx, ctx.seed + batch[0].index)
+            answers = answer(engine, [item(r) for r in batch], ctx, [ctx.seed + r.index for r in batch])
         finally:
             ctx.model_s += time.perf_counter() - start
         seconds = time.perf_counter() - start

@@ -186,7 +186,6 @@ def test_image_seed_is_seed_plus_record_index_in_the_engine(zoo: Zoo) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="tasks/analysis.py passes one seed per batch, not seed + record index")
 def test_image_seed_is_seed_plus_record_index_from_the_cli(tmp_path: Path, zoo: Zoo) -> None:
     """Another batch size or length sorting gives every record the same picture."""
     import numpy as np
