@@ -19,12 +19,11 @@ from omnirun.checks import (
     GENERATION_TYPES,
     MAX_THREADS,
     check_max_memory,
-    check_task_options,
     check_type,
     parse_choice,
 )
+from omnirun.choices import Backend as Backend  # re-exported: the built-in backends' names
 from omnirun.choices import (
-    Aggregation,
     Device,
     DType,
     EmbeddingsFormat,
@@ -32,14 +31,11 @@ from omnirun.choices import (
     ModelInit,
     ModelType,
     OnError,
-    Overflow,
-    Pooling,
     Quantization,
     TaskName,
-    TemplateMode,
 )
-from omnirun.choices import Backend as Backend  # re-exported: the built-in backends' names
 from omnirun.errors import ConfigError
+from omnirun.task_config import TaskConfig as TaskConfig  # re-exported: the task group's base schema
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -99,6 +95,10 @@ class ModelConfig:
             self.model_type = parse_choice("model.model_type", ModelType, self.model_type)
         if not self.name:
             raise ConfigError("model.name must not be empty; use a short name such as smollm2, a hub id or a path")
+        if self.api_key_env:
+            from omnirun.secrets import declare_secret_variable
+
+            declare_secret_variable(self.api_key_env)  # redacted wherever its value would be written
         if self.endpoint is not None and not re.match(r"^https?://[^\s/]+", self.endpoint):
             raise ConfigError(
                 f"model.endpoint must be an http(s) URL such as http://localhost:8000/v1, got {self.endpoint!r}"
@@ -232,79 +232,6 @@ class GenerationConfig:
         new = dataclasses.replace(self, **overrides)
         new.validate(prefix)
         return new
-
-
-@dataclass
-class TaskConfig:
-    name: str = TaskName.generate
-    """An installed task: `generate`, `chat`, `batch`, `stream`, `benchmark`, `export`, `embed`, `classify`, ...
-    or a plugin's (`omnirun.plugins`)."""
-    batch_size: Any = 1
-    """Prompts per `generate` call: a positive integer, or `auto` to take the hardware plan's."""
-    chat_template: TemplateMode = TemplateMode.auto
-    """Wrap plain prompts in the model's chat template: `auto` (when the tokenizer has one), `always`, `never`."""
-    system_prompt: str | None = None
-    """A system message put before every conversation (chat, or prompts wrapped in the chat template)."""
-    sort_by_length: bool = True
-    """Group prompts of similar length into the same batch (results are still written in input order)."""
-    progress: bool = True
-    """Show a progress bar with samples done, tokens/s and ETA."""
-    overflow: Overflow = Overflow.clip
-    """A record whose prompt plus max_new_tokens exceeds the model's context: `clip` generates only what fits
-    (a warning, and finish_reason `length`); `error` makes it an error row. A prompt that alone fills the
-    context is always an error row."""
-
-    # -- embed, classify, token_classify, fill_mask, rerank, vision, audio and image tasks (README, Tasks)
-    pooling: Pooling = Pooling.mean
-    """task=embed: how token states become one vector: `mean` (over real tokens), `cls` (the first), `last`."""
-    normalize: bool = True
-    """task=embed (and rerank by cosine): scale each embedding to unit length."""
-    top_k: int = 5
-    """classify, fill_mask, image_classify, audio_classify: how many labels / tokens to report, best first."""
-    aggregation: Aggregation = Aggregation.simple
-    """task=token_classify: how sub-word predictions merge into entities (Transformers' aggregation_strategy)."""
-    threshold: float = 0.5
-    """task=detect: the lowest score a box is reported with."""
-    return_timestamps: bool = False
-    """task=transcribe: also write `chunks` with start/end times."""
-    chunk_length_s: float = 30.0
-    """task=transcribe: audio longer than this is transcribed in chunks of this many seconds (0: never)."""
-    num_inference_steps: int = 30
-    """task=image: denoising steps per image."""
-    guidance_scale: float = 7.5
-    """task=image: classifier-free guidance strength (1.0 or less turns it off)."""
-    height: int | None = None
-    """task=image: image height in pixels (null: the pipeline's default); a multiple of 8."""
-    width: int | None = None
-    """task=image: image width in pixels (null: the pipeline's default); a multiple of 8."""
-
-    concurrency: int = 8
-    """Requests in flight at once against a server (`hardware.backend=openai`)."""
-    retries: int = 3
-    """Retries of a request that failed with 429, a 5xx status, a dropped connection or a timeout (exponential
-    backoff, honouring Retry-After); then the record is an error row."""
-    timeout_s: float = 60.0
-    """Seconds a request may take in all (connect, first byte, the whole stream) before it counts as failed."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """A plugin task's own options (its `TaskSpec.options` dataclass); unknown keys are refused."""
-
-    def validate(self) -> None:
-        spec = plugins.task(self.name)
-        self.name = TaskName(spec.name) if spec.name in set(TaskName) else spec.name
-        plugins.parse_options(spec, self.options)
-        check_task_options(self)
-        for key, ok, rule in (
-            ("concurrency", self.concurrency >= 1, "must be >= 1"),
-            ("retries", self.retries >= 0, "must be >= 0"),
-            ("timeout_s", self.timeout_s > 0, "must be > 0"),
-        ):
-            if not ok:
-                raise ConfigError(f"task.{key} {rule}, got {getattr(self, key)!r}")
-        bs = self.batch_size
-        if bs == "auto":
-            return
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise ConfigError(f"task.batch_size must be a positive integer or 'auto', got {bs!r}")
 
 
 @dataclass

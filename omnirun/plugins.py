@@ -17,7 +17,6 @@ names no backend or task itself. `examples/omnirun-echo` is a complete plugin pa
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -133,6 +132,11 @@ class BackendSpec:
     with its reason; called with (plan, request, machine, auto)."""
     extras: tuple[str, ...] = ()
     """The pip extras it needs (`pip install 'omnirun[<extra>]'`)."""
+    task_options: tuple[str, ...] = ()
+    """The `task.*` keys its factory takes as keyword arguments (e.g. a server's `concurrency`)."""
+    local_model: bool = True
+    """`model.name` names weights on this machine or the hub (resolved before placing); false: a name another
+    process serves (the `openai` backend), passed through as it is."""
     honours: frozenset[str] | None = None
     """The `model.*` loading options (`MODEL_OPTIONS`) it honours; None: all of them. A request setting another is
     refused when this backend is asked for, and passed over by `auto`."""
@@ -140,11 +144,6 @@ class BackendSpec:
 
 # --------------------------------------------------------------------------------------------------- tasks
 Runner = Callable[["Job"], "RunMetrics"]
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """A task without options of its own."""
 
 
 @dataclass(frozen=True)
@@ -161,9 +160,11 @@ class TaskSpec:
     """The fields it reads from each record; None: a generation task (prompt or messages)."""
     summary: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    """The `task` group's values for it (`batch_size`, ...) when no conf/task/<name>.yaml ships it."""
-    options: type = NoOptions
-    """A dataclass of its own options, read from `task.options` (a mapping); unknown keys are refused."""
+    """Its `task` group option's values that differ from its config class's defaults (e.g. `batch_size`)."""
+    config: type | None = None
+    """Its `task.*` schema: `omnirun.task_config.TaskConfig` (None) or a subclass adding the task's own options,
+    each with its default and docstring; `task=<name>` composes an instance of it, so an option another task
+    does not have is refused at compose time."""
     head_family: str | None = None
     """The model head it needs (`engine.capabilities` families: `classify`, `qa`, ...); None: by `needs`."""
 
@@ -247,35 +248,15 @@ def serving(capability: Capability | None) -> list[str]:
     return [name for name, spec in backends().items() if capability is None or capability in spec.capabilities]
 
 
-def parse_options(spec: TaskSpec, raw: Mapping[str, Any] | None) -> Any:
-    """`task.options` as the task's options dataclass; ConfigError naming an unknown or mistyped key."""
-    raw = dict(raw or {})
-    names = {f.name for f in dataclasses.fields(spec.options)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        valid = ", ".join(sorted(names)) or "none"
-        raise ConfigError(f"task.options: task={spec.name} has no option {', '.join(unknown)}; its options: {valid}")
-    try:
-        options = spec.options(**raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"task.options for task={spec.name}: {exc}") from None
-    check = getattr(options, "validate", None)
-    if callable(check):
-        check()
-    return options
-
-
 __all__ = [
     "AUTO",
     "BackendRequest",
     "BackendSpec",
     "Capability",
     "EngineFactory",
-    "NoOptions",
     "TaskSpec",
     "backend",
     "backends",
-    "parse_options",
     "serving",
     "task",
     "tasks",

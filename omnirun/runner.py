@@ -15,7 +15,6 @@ from omnirun.config import RunConfig
 from omnirun.confstore import load_saved
 from omnirun.engine.base import Engine
 from omnirun.engine.build import build
-from omnirun.engine.source import resolve
 from omnirun.errors import ConfigError, InputError, OmnirunError
 from omnirun.results import formats
 from omnirun.results.schema import RunMetrics, Status, to_jsonable
@@ -47,7 +46,6 @@ def check(cfg: RunConfig) -> Checked:
     data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat", spec=spec)
     if cfg.input.on_error == "fail" and data.problems:
         raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
-    resolve(cfg.model.name, cfg.model.gguf_file)  # a missing local path or .gguf fails here
     check_output_root(cfg.output.root)
     info = hardware.detect()
     return Checked(data, info, build_engine(cfg, info))
@@ -103,7 +101,15 @@ def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine:
     """The engine for this job, checked against its task (a model without a head for the task is refused here,
     before anything loads); a batched run (`task.batch_size` not 1) tells the backend choice so."""
     batched = str(cfg.task.batch_size) != "1"
-    return build(cfg.model, cfg.hardware, generation=cfg.generation, info=info, batched=batched, task=cfg.task.name)
+    return build(
+        cfg.model,
+        cfg.hardware,
+        generation=cfg.generation,
+        info=info,
+        batched=batched,
+        task=cfg.task.name,
+        task_config=cfg.task,
+    )
 
 
 def prepare_resume(cfg: RunConfig, run: RunDir, data: inputs.Inputs, config_sha: str) -> tuple[int, int]:

@@ -32,9 +32,20 @@ _PARTS = re.compile(r"[^A-Za-z0-9]+")
 _WORDS = re.compile(r"[A-Za-z]+(?:[ ._-]+[A-Za-z]+)*")
 
 
+DECLARED: set[str] = set()
+"""Variables a config names as holding a secret (`model.api_key_env`), whatever their name says."""
+
+
+def declare_secret_variable(name: str) -> None:
+    """Treat the variable `name` as secret from now on (a config names it as the holder of an API key)."""
+    DECLARED.add(name.upper())
+
+
 def is_secret_variable(name: str) -> bool:
-    """Whether the variable's name says it holds a secret (a whole part of it: `MY_API_KEY`, not `TOKENIZER`)."""
-    return name.upper() in TOKEN_VARIABLES or any(p in SECRET_PARTS for p in _PARTS.split(name.upper()))
+    """Whether the variable's name says it holds a secret (a whole part of it: `MY_API_KEY`, not `TOKENIZER`),
+    or a config declared it one."""
+    upper = name.upper()
+    return upper in TOKEN_VARIABLES or upper in DECLARED or any(p in SECRET_PARTS for p in _PARTS.split(upper))
 
 
 def looks_secret(value: str) -> bool:

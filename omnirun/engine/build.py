@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import cast
 
 from omnirun import plugins
-from omnirun.config import GenerationConfig, HardwareConfig, ModelConfig, TaskName
+from omnirun.config import GenerationConfig, HardwareConfig, ModelConfig, TaskConfig, TaskName
 from omnirun.engine import source
 from omnirun.engine.base import Engine
 from omnirun.engine.null import NullEngine
@@ -27,6 +27,7 @@ def build(
     batched: bool = False,
     batch_size: int | None = None,
     task: str | None = None,
+    task_config: TaskConfig | None = None,
 ) -> Engine:
     """The engine for these configs, not loaded yet (`load_tokenizer()` / `load_model()` load it).
 
@@ -37,16 +38,21 @@ def build(
     decoded together) and the generation settings are part of the request. The choice and its reason land in
     `plan.reasons["backend"]`. `batch_size` is the prompts per call of the convenience `infer` (None: the plan's).
 
-    `task` (the run's task) says what the engine must implement (`TaskSpec.needs`; a task that needs no model
-    gets a `NullEngine`) and is checked against the model before anything loads (`engine.check_task`, which
-    reads the model's config only): a model without a head for it is a ConfigError naming the task, the
-    model's architectures and what it can serve.
+    `task_config` (the run's `task` group) supplies the `task.*` options the backend's spec asks for
+    (`BackendSpec.task_options`). `task` (the run's task) says what the engine must implement (`TaskSpec.needs`;
+    a task that needs no model gets a `NullEngine`) and is checked against the model before anything loads
+    (`engine.check_task`, which reads the model's config only): a model without a head for it is a ConfigError
+    naming the task, the model's architectures and what it can serve.
     """
     spec = plugins.task(task) if task is not None else None
     if spec is not None and spec.needs is None:
         return cast(Engine, NullEngine(model, spec.name))
     info = info or detect()
-    resolved = source.resolve(model.name, model.gguf_file)
+    asked = plugins.backend(hardware.backend) if hardware.backend != plugins.AUTO else None
+    if asked is not None and not asked.local_model:
+        resolved = source.ModelSource(model.name, model.name, "served")
+    else:
+        resolved = source.resolve(model.name, model.gguf_file)
     needs = spec.needs if spec is not None else None  # no task (the Python API): any backend that loads it
     placement = place(
         hardware,
@@ -60,9 +66,12 @@ def build(
         model=model,
     )
     backend = plugins.backend(placement.backend)
+    options = {key: getattr(task_config, key) for key in backend.task_options} if task_config is not None else {}
     engine = cast(
         Engine,
-        backend.factory(model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size),
+        backend.factory(
+            model, hardware, placement=placement, info=info, generation=generation, batch_size=batch_size, **options
+        ),
     )
     if spec is not None:
         engine.check_task(head_task(spec))

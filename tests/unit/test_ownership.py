@@ -318,3 +318,14 @@ def test_resume_matches_ids_as_they_were_written(tmp_path: Path, monkeypatch: py
     writer.close()
     expected = ["a\ud800", "id zz-Secret-99", "c", "d"]
     assert rundir.finished_prefix(rundir.RunDir(tmp_path), expected) == 3
+
+
+def test_the_variable_model_api_key_env_names_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config that names a variable as its API key's holder makes it secret, whatever the name says."""
+    from omnirun.config import ModelConfig
+    from omnirun.secrets import redact
+
+    monkeypatch.setenv("OMNIRUN_SERVER_BEARER", "sk-live-4f9a8b7c6d5e")
+    assert redact("key sk-live-4f9a8b7c6d5e") == "key sk-live-4f9a8b7c6d5e"  # BEARER is no secret part
+    ModelConfig(api_key_env="OMNIRUN_SERVER_BEARER").validate()
+    assert redact("key sk-live-4f9a8b7c6d5e") == "key ***"
