@@ -77,21 +77,3 @@ def check_type(key: str, value: Any, allowed: tuple[type, ...]) -> None:
     if not ok:
         names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
         raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
-
-
-def check_task_options(task: Any) -> None:
-    """The options of the tasks beyond generation (`task.top_k`, `threshold`, `chunk_length_s`,
-    `num_inference_steps`, `guidance_scale`, `height`, `width`) in range; ConfigError naming the first that is not."""
-    checks = [
-        (task.top_k >= 1, "top_k", "must be >= 1"),
-        (0.0 <= task.threshold <= 1.0, "threshold", "must be between 0 and 1"),
-        (task.chunk_length_s >= 0, "chunk_length_s", "must be >= 0 (0: never chunk)"),
-        (task.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
-        (task.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
-    ]
-    for side in ("height", "width"):
-        value = getattr(task, side)
-        checks.append((value is None or (value >= 8 and value % 8 == 0), side, "must be a multiple of 8"))
-    for ok, name, rule in checks:
-        if not ok:
-            raise ConfigError(f"task.{name} {rule}, got {getattr(task, name)!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omnirun.config import RunConfig
+from omnirun.config import RunConfig, TaskConfig
 from omnirun.errors import ConfigError
 
 
@@ -16,14 +16,25 @@ def load_saved(path: Path, overrides: list[str] | None = None) -> RunConfig:
     from omegaconf import OmegaConf
 
     try:
-        raw = OmegaConf.merge(
-            OmegaConf.structured(RunConfig), OmegaConf.load(path), OmegaConf.from_dotlist(overrides or [])
-        )
+        saved = OmegaConf.load(path)
+        schema = OmegaConf.structured(RunConfig(task=saved_task_schema(saved)))
+        raw = OmegaConf.merge(schema, saved, OmegaConf.from_dotlist(overrides or []))
         cfg = OmegaConf.to_object(raw)
     except Exception as exc:
         raise ConfigError(f"{path} is not an omnirun config: {str(exc).strip().splitlines()[0]}") from None
     assert isinstance(cfg, RunConfig)
     return cfg.validate()
+
+
+def saved_task_schema(saved: Any) -> TaskConfig:
+    """The `task` schema of a saved config: its task's config class (plain `TaskConfig` for an unknown task, whose
+    validation then names the installed ones)."""
+    from omnirun import plugins
+
+    name = str(saved.get("task", {}).get("name", "generate")) if hasattr(saved, "get") else "generate"
+    spec = plugins.tasks().get(name)
+    cls = (spec.config if spec is not None else None) or TaskConfig
+    return cls(name=name)
 
 
 def register_configs() -> None:
@@ -37,18 +48,18 @@ def register_configs() -> None:
 
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
-    register_plugin_tasks(store)
+    register_tasks(store)
 
 
-def register_plugin_tasks(store: Any) -> None:
-    """`task=<name>` for every installed task that ships no conf/task/<name>.yaml (a plugin's): a `task` group
-    option holding its name and its `TaskSpec.defaults`."""
+def register_tasks(store: Any) -> None:
+    """`task=<name>` for every installed task (built-in and plugin alike): a `task` group option holding an
+    instance of its spec's config class with its `TaskSpec.defaults`, so each task's own options (and no
+    other task's) are keys under `task.`."""
     from omnirun import plugins
 
-    shipped = {p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "task").glob("*.yaml")}
     for name, spec in plugins.tasks().items():
-        if name not in shipped:
-            store.store(group="task", name=name, node={"name": name, **dict(spec.defaults)})
+        cls = spec.config or TaskConfig
+        store.store(group="task", name=name, node=cls(name=name, **dict(spec.defaults)))
 
 
 def env_resolver(key: str, default: Any = "__omnirun_no_default__") -> str | None:

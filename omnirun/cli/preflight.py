@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omnirun.config import RunConfig
+from omnirun.config import RunConfig, TaskConfig
 from omnirun.errors import ConfigError, first_line
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
@@ -27,8 +27,10 @@ def preflight(overrides: list[str]) -> Any:
         parsed = OverridesParser.create().parse_overrides(mine)
     except OverrideParseException as exc:
         raise ConfigError(f"cannot parse overrides: {first_line(str(exc))}") from None
+    tasks = chosen_tasks(parsed)
     for override in parsed:
-        check_override(override)
+        for task in tasks if override.key_or_group.startswith("task.") else tasks[:1]:
+            check_override(override, task)
     base = [o.input_line if not o.is_sweep_override() else next(iter(sweep_values(o))) for o in parsed]
     trials = [base]
     for i, o in enumerate(parsed):
@@ -67,13 +69,32 @@ def check_hydra_overrides(overrides: list[str]) -> None:
                 raise ConfigError(f"hydra/launcher={value} is not an option; choose one of: {', '.join(allowed)}")
 
 
-def check_override(override: Any) -> None:
-    """The key exists in the schema (a `+key` Hydra would add and omnirun ignore is a typo like any other),
-    and a boolean is written `true` or `false` (not `on`, `yes` or `1`)."""
+def chosen_tasks(parsed: list[Any]) -> list[str]:
+    """The tasks the overrides choose (`task=x`, or each value of a `task=x,y` sweep); the default otherwise."""
+    for override in parsed:
+        if override.key_or_group == "task":
+            values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            return [str(v) for v in values]
+    return [str(TaskConfig().name)]
+
+
+def task_schema(task: str) -> type[TaskConfig]:
+    """The `task.*` schema of the installed task `task` (TaskConfig for an unknown one: Hydra names it later)."""
+    from omnirun import plugins
+
+    spec = plugins.tasks().get(task)
+    return (spec.config if spec is not None else None) or TaskConfig
+
+
+def check_override(override: Any, task: str = "generate") -> None:
+    """The key exists in the schema, the `task.*` keys in the chosen task's (a `+key` Hydra would add and omnirun
+    ignore is a typo like any other), and a boolean is written `true` or `false` (not `on`, `yes` or `1`)."""
     key = override.key_or_group
     if "/" in key or (key.split(".")[0] in GROUPS and "." not in key):
         return  # a config group choice: Hydra checks the option
-    kind = field_kind(key)
+    kind = field_kind(key, task_schema(task))
+    if kind is None and key.startswith("task."):
+        raise ConfigError(f"unknown config key '{key}' for task={task}; {task_key_hint(key, task)}")
     if kind is None:
         raise ConfigError(f"unknown config key '{key}'; {valid_keys_hint(key)}")
     if kind == "bool" and not override.is_delete():
@@ -83,8 +104,9 @@ def check_override(override: Any) -> None:
                 raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
-def field_kind(key: str) -> str | None:
-    """`bool`, `value` (any other field, or a place under a free-form mapping field) or None (no such key)."""
+def field_kind(key: str, task: type[TaskConfig] = TaskConfig) -> str | None:
+    """`bool`, `value` (any other field, or a place under a free-form mapping field) or None (no such key);
+    `task.*` keys against the schema `task`."""
     import dataclasses
     import typing
 
@@ -95,7 +117,7 @@ def field_kind(key: str) -> str | None:
         hints = typing.get_type_hints(node)
         if part not in hints:
             return None
-        node = hints[part]
+        node = task if node is RunConfig and part == "task" else hints[part]
         if i == len(key.split(".")) - 1:
             return "bool" if node is bool or node == (bool | None) else "value"
     return "value"
@@ -137,6 +159,19 @@ def explain(exc: BaseException) -> str:
     return first_line(text)
 
 
+def task_key_hint(key: str, task: str) -> str:
+    """The keys `task=<task>` has, and the tasks that have `key`."""
+    import dataclasses
+
+    from omnirun import plugins
+
+    names = ", ".join(f.name for f in dataclasses.fields(task_schema(task)))
+    field = key.split(".")[1]
+    owners = [n for n in plugins.tasks() if field in {f.name for f in dataclasses.fields(task_schema(n))}]
+    where = f"; {key} is an option of task={', task='.join(owners)}" if owners else ""
+    return f"valid keys under task for task={task}: {names}{where}"
+
+
 def valid_keys_hint(key: str) -> str:
     """The keys valid where `key` was typed: under its deepest existing parent group, else at the top."""
     import dataclasses
@@ -153,7 +188,7 @@ def valid_keys_hint(key: str) -> str:
 
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group: its YAML files, and for `task` every installed task (plugins too)."""
+    """The options of a config group: its YAML files; for `task`, every installed task (omnirun.plugins)."""
     found = {p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")}
     if group == "task":
         from omnirun import plugins

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from omnirun.checks import parse_choice
-from omnirun.choices import Backend
+from omnirun.choices import Aggregation, Backend, Pooling
 from omnirun.config import (
-    Aggregation,
     Device,
     DType,
     GenerationConfig,
@@ -19,14 +18,13 @@ from omnirun.config import (
     ModelConfig,
     ModelInit,
     ModelType,
-    Pooling,
     Quantization,
-    TaskConfig,
     TaskName,
 )
 from omnirun.engine import capabilities, source
 from omnirun.engine.base import Answer
 from omnirun.engine.hf import HfEngine
+from omnirun.task_config import task_config
 
 
 class TransformersEngine(HfEngine):
@@ -140,7 +138,7 @@ class TransformersEngine(HfEngine):
         """Any non-generation task over `items` (a record's fields; `image` / `audio` as paths or values), with
         `TaskConfig` options; loads the head the task needs (reloading when another head is loaded)."""
         self._serve(TaskName(task))
-        return self.analyze(task, items, TaskConfig(name=task, **options), self.default_generation)
+        return self.analyze(task, items, task_config(task, **options), self.default_generation)
 
     def _serve(self, task: TaskName) -> None:
         """Load the head `task` needs, unloading another head first."""

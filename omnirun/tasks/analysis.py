@@ -22,6 +22,7 @@ from omnirun.inputs import Record
 from omnirun.inputs.media import describe
 from omnirun.inputs.records import MEDIA_FIELDS
 from omnirun.results.schema import ResultRow
+from omnirun.task_config import ImageConfig
 from omnirun.tasks.base import Progress, TaskContext, record_error
 from omnirun.tasks.batching import windows, write_finished
 
@@ -141,7 +142,7 @@ def task_row(record: Record, answer: Answer | None, error: str | None, ctx: Task
         row.output, row.output_tokens, row.finish_reason = c.text, c.output_tokens, c.finish_reason
         row.input_tokens = row.input_tokens if row.input_tokens is not None else c.input_tokens
     row.e2e_ms = answer.e2e_s * 1000 if answer.e2e_s is not None else None
-    if ctx.task.name == TaskName.image:
+    if isinstance(ctx.task, ImageConfig):
         row.denoising_steps = ctx.task.num_inference_steps
     return row
 

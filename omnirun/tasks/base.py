@@ -8,7 +8,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO
 
-from omnirun.config import GenerationConfig, Overflow, RunConfig, TaskConfig, TemplateMode
+from omnirun.choices import Overflow, TemplateMode
+from omnirun.config import GenerationConfig, RunConfig, TaskConfig
 from omnirun.distributed import Rank
 from omnirun.engine.base import Completion, Engine
 from omnirun.errors import ConfigError, InputError, first_line

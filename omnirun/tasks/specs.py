@@ -10,6 +10,16 @@ from __future__ import annotations
 from omnirun.inputs.openai import EMBEDDINGS_URL, RERANK_URL, SCORE_URL
 from omnirun.inputs.records import InputSpec
 from omnirun.plugins import Capability, TaskSpec
+from omnirun.task_config import (
+    DetectConfig,
+    EmbedConfig,
+    ImageConfig,
+    QAConfig,
+    TaskConfig,
+    TokenClassifyConfig,
+    TopKConfig,
+    TranscribeConfig,
+)
 from omnirun.tasks.analysis import run_analysis
 from omnirun.tasks.benchmark import run_benchmark
 from omnirun.tasks.export import run_export
@@ -20,10 +30,13 @@ from omnirun.tasks.stream import run_stream
 TEXT = ("prompt",)
 
 
-def analysis(name: str, inputs: InputSpec, summary: str, **defaults: object) -> TaskSpec:
-    """A task beyond generation: the records' fields, batched through `engine.analyze`."""
+def analysis(
+    name: str, inputs: InputSpec, summary: str, config: type[TaskConfig] = TaskConfig, **defaults: object
+) -> TaskSpec:
+    """A task beyond generation: the records' fields, batched through `engine.analyze`, 8 a batch by default."""
     spec = InputSpec(inputs.required, inputs.optional, inputs.urls, name)
-    return TaskSpec(name, RecordsTask(run_analysis), Capability.analyze, spec, summary, {"batch_size": 8, **defaults})
+    defaults = {"batch_size": 8, **defaults}
+    return TaskSpec(name, RecordsTask(run_analysis), Capability.analyze, spec, summary, defaults, config)
 
 
 GENERATE = TaskSpec("generate", RecordsTask(run_generate), summary="one completion per record")
@@ -40,18 +53,26 @@ STREAM = TaskSpec("stream", RecordsTask(run_stream, windowed=False), summary="to
 BENCHMARK = TaskSpec("benchmark", run_benchmark, summary="the engine on a controlled workload")
 EXPORT = TaskSpec("export", run_export, Capability.export, summary="save the model as safetensors or ONNX")
 
-EMBED = analysis("embed", InputSpec(TEXT, urls=(EMBEDDINGS_URL,)), "one vector per text", batch_size=32)
-CLASSIFY = analysis("classify", InputSpec(TEXT, ("text_pair",)), "text (pair) classification", batch_size=32)
-TOKEN_CLASSIFY = analysis("token_classify", InputSpec(TEXT), "token classification (NER)", batch_size=32)
-QA = analysis("qa", InputSpec(("question", "context")), "extractive question answering", batch_size=16)
-FILL_MASK = analysis("fill_mask", InputSpec(TEXT), "the masked token(s) of a text", batch_size=32)
-RERANK = analysis(
-    "rerank", InputSpec(("query", "documents"), ("top_n",), urls=(SCORE_URL, RERANK_URL)), "documents by relevance"
+EMBED = analysis("embed", InputSpec(TEXT, urls=(EMBEDDINGS_URL,)), "one vector per text", EmbedConfig, batch_size=32)
+CLASSIFY = analysis(
+    "classify", InputSpec(TEXT, ("text_pair",)), "text (pair) classification", TopKConfig, batch_size=32
 )
-IMAGE_CLASSIFY = analysis("image_classify", InputSpec(("image",)), "image classification", batch_size=16)
-DETECT = analysis("detect", InputSpec(("image",)), "object detection")
+TOKEN_CLASSIFY = analysis(
+    "token_classify", InputSpec(TEXT), "token classification (NER)", TokenClassifyConfig, batch_size=32
+)
+QA = analysis("qa", InputSpec(("question", "context")), "extractive question answering", QAConfig, batch_size=16)
+FILL_MASK = analysis("fill_mask", InputSpec(TEXT), "the masked token(s) of a text", TopKConfig, batch_size=32)
+RERANK = analysis(
+    "rerank",
+    InputSpec(("query", "documents"), ("top_n",), urls=(SCORE_URL, RERANK_URL)),
+    "documents by relevance",
+    EmbedConfig,
+    batch_size=1,
+)
+IMAGE_CLASSIFY = analysis("image_classify", InputSpec(("image",)), "image classification", TopKConfig, batch_size=16)
+DETECT = analysis("detect", InputSpec(("image",)), "object detection", DetectConfig)
 SEGMENT = analysis("segment", InputSpec(("image",)), "image segmentation")
-AUDIO_CLASSIFY = analysis("audio_classify", InputSpec(("audio",)), "audio classification")
-TRANSCRIBE = analysis("transcribe", InputSpec(("audio",)), "speech recognition")
+AUDIO_CLASSIFY = analysis("audio_classify", InputSpec(("audio",)), "audio classification", TopKConfig)
+TRANSCRIBE = analysis("transcribe", InputSpec(("audio",)), "speech recognition", TranscribeConfig, batch_size=1)
 CAPTION = analysis("caption", InputSpec(("image",), TEXT), "image captioning")
-IMAGE = analysis("image", InputSpec(TEXT, ("negative_prompt",)), "text to image", batch_size=1)
+IMAGE = analysis("image", InputSpec(TEXT, ("negative_prompt",)), "text to image", ImageConfig, batch_size=1)

@@ -171,11 +171,12 @@ def test_image_seed_is_seed_plus_record_index_in_the_engine(zoo: Zoo) -> None:
     """One seed per item: a record's picture is the same alone or in a batch, in any position."""
     import numpy as np
 
-    from omnirun.config import HardwareConfig, ModelConfig, TaskConfig, TaskName
+    from omnirun.config import HardwareConfig, ModelConfig, TaskName
     from omnirun.engine.diffusers.engine import DiffusersEngine
+    from omnirun.task_config import ImageConfig
 
     engine = DiffusersEngine(ModelConfig(name=str(zoo["tiny-sd"])), HardwareConfig(device="cpu")).load_model()
-    options = TaskConfig(name=TaskName.image, num_inference_steps=2, height=16, width=16)
+    options = ImageConfig(name=TaskName.image, num_inference_steps=2, height=16, width=16)
     items = [{"prompt": "a red fox"}, {"prompt": "a lazy dog"}]
     batch = engine.analyze(TaskName.image, items, options, seed=[7, 3])
     alone = engine.analyze(TaskName.image, items[1:], options, seed=[3])

@@ -16,6 +16,7 @@ from omnirun.engine.null import NullEngine
 from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo
 from omnirun.plugins import BackendSpec, Capability, TaskSpec
+from omnirun.task_config import check
 
 BUILT_IN_BACKENDS = {"transformers", "llama.cpp", "onnxruntime", "diffusers"}
 
@@ -74,24 +75,33 @@ def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch: pytest.Monke
         plugins.backends.cache_clear()
 
 
-@dataclass(frozen=True)
-class Opts:
-    words: int = 3
+@dataclass
+class WordsConfig(TaskConfig):
+    min_words: int = 1
+    """A plugin task's own option."""
 
-    def validate(self) -> None:
-        if self.words < 1:
-            raise ConfigError(f"task.options.words must be >= 1, got {self.words}")
+    def check_options(self) -> None:
+        check([(self.min_words >= 1, "min_words", "must be >= 1", self.min_words)])
 
 
-def test_task_options_are_read_into_the_tasks_dataclass() -> None:
-    spec = TaskSpec("demo", run=lambda job: None, options=Opts)  # type: ignore[arg-type,return-value]
-    assert plugins.parse_options(spec, {"words": 5}) == Opts(5)
-    with pytest.raises(ConfigError, match="task=demo has no option colour; its options: words"):
-        plugins.parse_options(spec, {"colour": "red"})
-    with pytest.raises(ConfigError, match="must be >= 1"):
-        plugins.parse_options(spec, {"words": 0})
-    with pytest.raises(ConfigError, match="task=generate has no option words; its options: none"):
-        TaskConfig(options={"words": 1}).validate()
+def test_a_tasks_own_options_are_its_config_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task's options are a TaskConfig subclass: composed under task=<it>, refused under any other task."""
+    from hydra.core.config_store import ConfigStore
+
+    from omnirun.cli import preflight
+    from omnirun.confstore import register_tasks
+
+    spec = TaskSpec("demo", run=lambda job: None, needs=None, config=WordsConfig)  # type: ignore[arg-type,return-value]
+    monkeypatch.setitem(plugins.tasks(), "demo", spec)
+    register_tasks(ConfigStore.instance())
+    cfg = preflight.to_run_config(preflight.preflight(["task=demo", "task.min_words=3"]))
+    assert isinstance(cfg.task, WordsConfig) and cfg.task.min_words == 3
+    with pytest.raises(ConfigError, match="task.min_words must be >= 1, got 0"):
+        preflight.preflight(["task=demo", "task.min_words=0"])
+    with pytest.raises(ConfigError, match="unknown config key 'task.min_words' for task=generate.*task=demo"):
+        preflight.preflight(["task.min_words=3"])
+    with pytest.raises(ConfigError, match="task=demo takes WordsConfig options, not TaskConfig"):
+        TaskConfig(name="demo").validate()
 
 
 def test_a_task_that_needs_no_model_gets_the_null_engine(monkeypatch: pytest.MonkeyPatch) -> None:

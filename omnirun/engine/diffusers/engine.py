@@ -38,6 +38,7 @@ from omnirun.engine.base import (
 )
 from omnirun.errors import ConfigError
 from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
+from omnirun.task_config import ImageConfig, options_as
 
 log = logging.getLogger(__name__)
 NO_TEXT = "a diffusers pipeline makes images, not text; use task=image (or a Transformers model for text tasks)"
@@ -150,18 +151,19 @@ class DiffusersEngine(ConvenienceAPI):
         seeds = item_seeds(seed, len(items))
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         negative = [i.get("negative_prompt") or "" for i in items]
+        image = options_as(options, ImageConfig)
         kwargs: dict[str, Any] = {
             "prompt": [i["prompt"] for i in items],
-            "num_inference_steps": options.num_inference_steps,
-            "guidance_scale": options.guidance_scale,
+            "num_inference_steps": image.num_inference_steps,
+            "guidance_scale": image.guidance_scale,
             "generator": generators,
         }
         if any(negative):
             kwargs["negative_prompt"] = negative
-        if options.height is not None:
-            kwargs["height"] = options.height
-        if options.width is not None:
-            kwargs["width"] = options.width
+        if image.height is not None:
+            kwargs["height"] = image.height
+        if image.width is not None:
+            kwargs["width"] = image.width
         start = time.perf_counter()
         images = self.pipe(**kwargs).images
         seconds = time.perf_counter() - start

@@ -27,10 +27,11 @@ from typing import Any
 
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
-from omnirun.engine.hf.encoders import QA_MAX_ANSWER, embed_items, question_answer, rerank_cross, rerank_embed
+from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
 from omnirun.engine.hf.loading import position_limit
 from omnirun.errors import InputError
 from omnirun.inputs import media
+from omnirun.task_config import DetectConfig, QAConfig, TokenClassifyConfig, TopKConfig, TranscribeConfig, options_as
 
 PIPELINES = {
     TaskName.classify: "text-classification",
@@ -96,17 +97,18 @@ def make_pipeline(task: TaskName, model: Any, parts: Components) -> Any:
 def call_options(task: TaskName, options: TaskConfig, item: dict[str, Any] | None = None) -> dict[str, Any]:
     """The per-call arguments of a task's pipeline."""
     if task in (TaskName.classify, TaskName.fill_mask, TaskName.image_classify, TaskName.audio_classify):
-        return {"top_k": options.top_k}
+        return {"top_k": options_as(options, TopKConfig).top_k}
     if task == TaskName.token_classify:  # per call: a pipeline built for one strategy serves every other one
-        return {"aggregation_strategy": str(options.aggregation)}
+        return {"aggregation_strategy": str(options_as(options, TokenClassifyConfig).aggregation)}
     if task == TaskName.detect:
-        return {"threshold": options.threshold}
+        return {"threshold": options_as(options, DetectConfig).threshold}
     if task == TaskName.segment:
         return {"subtask": "semantic"}
     if task == TaskName.transcribe:
         out: dict[str, Any] = {}
-        if options.chunk_length_s and item and item["audio_s"] > options.chunk_length_s:
-            out["chunk_length_s"] = options.chunk_length_s
+        chunk = options_as(options, TranscribeConfig).chunk_length_s
+        if chunk and item and item["audio_s"] > chunk:
+            out["chunk_length_s"] = chunk
         return out
     return {}
 
@@ -192,7 +194,8 @@ def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig, params: Gen
     """Speech to text; long audio in chunks; `chunks` with (start, end) seconds when timestamps are asked."""
     kwargs = call_options(TaskName.transcribe, options, item)
     ctc = getattr(pipe, "type", "") in ("ctc", "ctc_with_lm")
-    if options.return_timestamps:
+    timestamps = options_as(options, TranscribeConfig).return_timestamps
+    if timestamps:
         kwargs["return_timestamps"] = "word" if ctc else True
     if not ctc:  # a sequence-to-sequence model (Whisper) generates: see `pipeline_generation`
         kwargs["generate_kwargs"] = {"generation_config": pipeline_generation(pipe.model, pipe.tokenizer, params)}
@@ -200,7 +203,7 @@ def transcribe(pipe: Any, item: dict[str, Any], options: TaskConfig, params: Gen
     out = pipe({"raw": item["audio"], "sampling_rate": item["sampling_rate"]}, **kwargs)
     text = str(out["text"])
     result: dict[str, Any] = {}
-    if options.return_timestamps:
+    if timestamps:
         result["chunks"] = [
             {"text": str(c["text"]), "timestamp": [None if t is None else float(t) for t in c["timestamp"]]}
             for c in out.get("chunks", [])
@@ -335,8 +338,8 @@ class Analyzer:
         if task == TaskName.embed:
             return embed_items(model, tokenizer, items, options, self.limit)
         if task == TaskName.qa:
-            longest = int(getattr(options, "max_answer_len", QA_MAX_ANSWER))
-            impossible = bool(getattr(options, "handle_impossible_answer", False))
+            qa = options_as(options, QAConfig)
+            longest, impossible = qa.max_answer_len, qa.handle_impossible_answer
             return question_answer(
                 model, tokenizer, items, self.limit, max_answer_len=longest, handle_impossible=impossible
             )

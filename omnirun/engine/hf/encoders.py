@@ -7,6 +7,7 @@ from typing import Any
 
 from omnirun.config import TaskConfig
 from omnirun.engine.base import Answer
+from omnirun.task_config import EmbedConfig, options_as
 
 
 def embed(model: Any, tokenizer: Any, texts: list[str], options: TaskConfig, limit: int | None) -> list[Answer]:
@@ -19,8 +20,9 @@ def embed(model: Any, tokenizer: Any, texts: list[str], options: TaskConfig, lim
     full = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     with torch.inference_mode():
         states = model(**model_inputs(model, tokenizer, enc)).last_hidden_state.float()
-    vectors = pool(states, enc["attention_mask"].to(states.device), str(options.pooling))
-    if options.normalize:
+    embedding = options_as(options, EmbedConfig)
+    vectors = pool(states, enc["attention_mask"].to(states.device), str(embedding.pooling))
+    if embedding.normalize:
         vectors = torch.nn.functional.normalize(vectors, dim=-1)
     counts = enc["attention_mask"].sum(dim=1).tolist()
     answers = []
