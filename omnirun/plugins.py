@@ -165,6 +165,9 @@ class TaskSpec:
     """Its `task.*` schema: `omnirun.task_config.TaskConfig` (None) or a subclass adding the task's own options,
     each with its default and docstring; `task=<name>` composes an instance of it, so an option another task
     does not have is refused at compose time."""
+    reads_input: bool = True
+    """The runner reads `input.*` into records for it (false: the task reads its input itself, e.g. `score`,
+    whose input is a run directory)."""
     head_family: str | None = None
     """The model head it needs (`engine.capabilities` families: `classify`, `qa`, ...); None: by `needs`."""
 

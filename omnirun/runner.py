@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from omnirun import distributed, hardware, inputs, rundir, tracking
+from omnirun import distributed, hardware, inputs, plugins, rundir, tracking
 from omnirun.config import RunConfig
 from omnirun.confstore import load_saved
 from omnirun.engine.base import Engine
@@ -42,8 +42,11 @@ def check(cfg: RunConfig) -> Checked:
     formats.check_openai_batch(cfg.output.openai_batch, str(cfg.task.name))
     if cfg.task.name == "export":
         check_export_target(cfg)  # a new or empty folder: nothing foreign is exported or uploaded
-    spec = input_spec(cfg.task.name)
-    data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat", spec=spec)
+    if plugins.task(cfg.task.name).reads_input:
+        spec = input_spec(cfg.task.name)
+        data = inputs.read(cfg.input, cfg.generation, interactive_when_empty=cfg.task.name == "chat", spec=spec)
+    else:  # the task reads its input itself (task=score: a run directory)
+        data = inputs.Inputs(inputs.Records.of([]), "task", None)
     if cfg.input.on_error == "fail" and data.problems:
         raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
     check_output_root(cfg.output.root)

@@ -209,6 +209,9 @@ class RunMetrics:
     """transcribe, audio_classify: audio seconds processed per second of generation_s (>1: faster than real time)."""
     s_per_denoising_step: float | None = None
     """task=image: generation_s / the denoising steps run over all records."""
+    scores: dict[str, Any] | None = None
+    """task=score: `{metric: {mean, stderr, n, aggregate}}` (`omnirun.scoring.ScoreSummary`: the mean of the rows'
+    scores, or the corpus score for bleu / chrf; stderr by seeded bootstrap), with `by_group`; null otherwise."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
 
@@ -244,6 +247,7 @@ class RunMetrics:
             audio_s=obj.get("audio_s"),
             real_time_factor=obj.get("real_time_factor"),
             s_per_denoising_step=obj.get("s_per_denoising_step"),
+            scores=obj.get("scores"),
             schema_version=obj.get("schema_version", SCHEMA_VERSION),
             error=obj.get("error"),
         )

@@ -15,6 +15,7 @@ from omnirun.task_config import (
     EmbedConfig,
     ImageConfig,
     QAConfig,
+    ScoreConfig,
     TaskConfig,
     TokenClassifyConfig,
     TopKConfig,
@@ -25,6 +26,7 @@ from omnirun.tasks.benchmark import run_benchmark
 from omnirun.tasks.export import run_export
 from omnirun.tasks.generate import run_chat, run_generate
 from omnirun.tasks.records import RecordsTask
+from omnirun.tasks.score import run_score
 from omnirun.tasks.stream import run_stream
 
 TEXT = ("prompt",)
@@ -76,3 +78,11 @@ AUDIO_CLASSIFY = analysis("audio_classify", InputSpec(("audio",)), "audio classi
 TRANSCRIBE = analysis("transcribe", InputSpec(("audio",)), "speech recognition", TranscribeConfig, batch_size=1)
 CAPTION = analysis("caption", InputSpec(("image",), TEXT), "image captioning")
 IMAGE = analysis("image", InputSpec(TEXT, ("negative_prompt",)), "text to image", ImageConfig, batch_size=1)
+SCORE = TaskSpec(
+    "score",
+    run_score,
+    needs=None,
+    summary="outputs scored against references, no model (omnirun.scoring)",
+    config=ScoreConfig,
+    reads_input=False,
+)
