@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from omnirun import rundir
 from omnirun.reporting.compare import compare
 from omnirun.reporting.load import ReportError
 from omnirun.reporting.report import build_report, compare_runs
@@ -53,7 +54,15 @@ def compare_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-exact", type=share, help="outputs: fail below this exact-match rate (0..1)")
     parser.add_argument("--worst", type=int, default=5, help="outputs: how many differing records to show [5]")
     parser.add_argument("--json", type=Path, help="also write the full result as JSON here")
+    parser.add_argument(
+        "--max-score-drop",
+        type=share,
+        help="score runs (task=score): fail when a score falls by more than this fraction of its scale (exact_match "
+        "0..1, bleu 0..100: 0.02 allows 0.02 and 2 points) beyond the paired bootstrap's 95%% interval",
+    )
     args = parser.parse_args(argv)
+    if is_score_run(args.baseline) and is_score_run(args.candidate):
+        return compare_score_runs(args.baseline, args.candidate, args.max_score_drop, args.json)
     try:
         result = compare(args.baseline, args.candidate, args.threshold, args.min_exact)
     except ReportError as exc:
@@ -62,6 +71,38 @@ def compare_main(argv: list[str] | None = None) -> int:
     print(compare_markdown(result, args.worst), end="")
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+    return 1 if result.failed else 0
+
+
+def is_score_run(path: Path) -> bool:
+    """A task=score run directory: its metrics.json has `scores`."""
+    metrics = path / rundir.METRICS
+    return metrics.is_file() and bool(json.loads(metrics.read_text()).get("scores"))
+
+
+def compare_score_runs(a: Path, b: Path, max_drop: float | None, out: Path | None) -> int:
+    """Each score's difference B - A with a paired bootstrap 95% interval over the rows both scored; 1 when one
+    fell by more than `max_drop` of its scale beyond that interval."""
+    from omnirun.scoring import ScoredRow, compare_scores
+
+    def rows(run: Path) -> list[ScoredRow]:
+        lines = (run / rundir.OUTPUTS).read_text(encoding="utf-8").splitlines()
+        return [ScoredRow.from_json(json.loads(line)) for line in lines if line.strip()]
+
+    result = compare_scores(rows(a), rows(b), max_drop=max_drop)
+    print("| metric | A | B | B - A | 95% interval | rows | allowed drop | dropped |")
+    print("|---|---|---|---|---|---|---|---|")
+    for diff in result.diffs:
+        d = diff.to_json()
+        allowed = "-" if d["allowed"] is None else f"{d['allowed']:.4g}"
+        print(
+            f"| {d['metric']} | {d['a']:.4g} | {d['b']:.4g} | {d['diff']:+.4g} | [{d['ci_low']:+.4g}, "
+            f"{d['ci_high']:+.4g}] | {d['n']} | {allowed} | {'yes' if d['dropped'] else 'no'} |"
+        )
+    if result.only_a or result.only_b:
+        print(f"\nnot compared: {result.only_a} rows scored in A only, {result.only_b} in B only")
+    if out is not None:
+        out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
     return 1 if result.failed else 0
 
 

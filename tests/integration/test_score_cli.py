@@ -93,3 +93,23 @@ def test_score_options_are_checked_before_anything_runs(tmp_path: Path, capsys: 
     assert omnirun(tmp_path / "o", "task=generate", "task.metrics=[f1]") == 2
     assert "task.metrics is an option of task=score" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("outputs.jsonl"))
+
+
+def test_compare_gates_a_score_drop_beyond_noise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m omnirun.compare A B --max-score-drop X`: a paired bootstrap interval per score, exit 1 when a
+    score fell by more than X beyond it; the same rows compare clean."""
+    from omnirun.reporting.cli import compare_main
+
+    refs = [{"id": str(i), "reference": f"answer {i}"} for i in range(60)]
+    good = [{**r, "output": r["reference"]} for r in refs]
+    worse = [{**r, "output": r["reference"] if i % 3 else "something else"} for i, r in enumerate(refs)]
+    runs = []
+    for name, rows in (("good", good), ("worse", worse)):
+        assert omnirun(tmp_path / name, "task=score", f"input.path={write(tmp_path / f'{name}.jsonl', rows)}") == 0
+        runs.append(only_run_dir(tmp_path / name))
+    capsys.readouterr()
+    assert compare_main([str(runs[0]), str(runs[0]), "--max-score-drop", "0.05"]) == 0
+    assert compare_main([str(runs[0]), str(runs[1]), "--max-score-drop", "0.05"]) == 1
+    table = capsys.readouterr().out
+    assert "| exact_match | 1 | 0.6667 | -0.3333 |" in table and "| yes |" in table
+    assert compare_main([str(runs[0]), str(runs[1]), "--max-score-drop", "0.9"]) == 0
