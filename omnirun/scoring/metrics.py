@@ -135,7 +135,21 @@ def schema_validator(schema_json: str) -> Any:
 def rouge_scorer() -> Any:
     from rouge_score import rouge_scorer as rs
 
+    detach_absl_stream()
     return rs.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def detach_absl_stream() -> None:
+    """rouge-score imports absl, whose log handler keeps the `sys.stderr` of the moment it was imported and closes
+    that stream when logging is reconfigured (as each job of a Hydra sweep does) unless it is the process's own
+    stderr. Point it at the process's stderr, which absl never closes."""
+    import sys
+
+    absl = sys.modules.get("absl.logging")
+    handler = getattr(absl, "_absl_handler", None) if absl is not None else None
+    python_handler = getattr(handler, "python_handler", None)
+    if python_handler is not None and sys.__stderr__ is not None:
+        python_handler.stream = sys.__stderr__
 
 
 def rouge_l(output: str, references: Sequence[str], ctx: RowContext) -> float:

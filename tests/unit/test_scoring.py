@@ -24,7 +24,10 @@ from omnirun.errors import ConfigError, InputError
 from omnirun.results import formats
 from omnirun.scoring import ScoredRow, ScoreOptions, SourceRow, compare_scores, open_source, score_rows
 from omnirun.scoring.bootstrap import bootstrap_stderr, paired_bootstrap
+from omnirun.scoring.metrics import detach_absl_stream
 from omnirun.scoring.text import Normalize, f1_score, first_number, normalize_answer
+
+detach_absl_stream()  # rouge_score imported absl above: keep it from closing the test's captured stderr
 
 
 # ------------------------------------------------------- SQuAD v1.1's evaluate-v1.1.py, as published
