@@ -26,7 +26,7 @@ lint: setup typecheck
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy omnirun
+	$(VENV)/bin/mypy omnirun tests
 
 bench: setup
 	$(PY) benchmarks/load_time.py

@@ -44,6 +44,12 @@ def snap_to_grid(weight: Any, group: int | None = None) -> Any:
     return (torch.round((w - low) / scale) * scale + low).reshape(rows, cols)
 
 
+def must(value: str | None) -> str:
+    """A value the test expects to be set (a record's `error` or `prompt`), as a `str`."""
+    assert value is not None
+    return value
+
+
 def assert_png(path: Path, min_kb: int = 20) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tiny_models import _trained_tokenizer_json, build_tokenizer
 
@@ -82,7 +82,12 @@ def _labels(names: dict[int, str]) -> dict[str, Any]:
 def _vit_config(**extra: Any) -> Any:
     import transformers
 
-    size = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    size: dict[str, Any] = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     return transformers.ViTConfig(**size, image_size=32, patch_size=8, **extra)
 
 
@@ -115,7 +120,7 @@ def build_head(kind: str, path: str | Path, seed: int = 0) -> Path:
         t.ViTForImageClassification(_vit_config(**_labels(LABELS))).save_pretrained(path)
         _image_processor(path, "ViTImageProcessor", {"height": 32, "width": 32})
     elif kind == "yolos":
-        config = t.YolosConfig(
+        yolos_config = t.YolosConfig(
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=2,
@@ -125,10 +130,10 @@ def build_head(kind: str, path: str | Path, seed: int = 0) -> Path:
             num_detection_tokens=5,
             **_labels({0: "cat", 1: "dog", 2: "car"}),
         )
-        t.YolosForObjectDetection(config).save_pretrained(path)
+        t.YolosForObjectDetection(yolos_config).save_pretrained(path)
         _image_processor(path, "YolosImageProcessor", {"shortest_edge": 64, "longest_edge": 64})
     elif kind == "segformer":
-        config = t.SegformerConfig(
+        segformer_config = t.SegformerConfig(
             num_encoder_blocks=2,
             depths=[1, 1],
             sr_ratios=[2, 1],
@@ -140,7 +145,7 @@ def build_head(kind: str, path: str | Path, seed: int = 0) -> Path:
             decoder_hidden_size=16,
             **_labels({0: "background", 1: "road", 2: "sky"}),
         )
-        t.SegformerForSemanticSegmentation(config).save_pretrained(path)
+        t.SegformerForSemanticSegmentation(segformer_config).save_pretrained(path)
         _image_processor(path, "SegformerImageProcessor", {"height": 64, "width": 64})
     elif kind == "vit-gpt2":
         _build_captioner(path)
@@ -178,7 +183,7 @@ def _build_captioner(path: Path) -> None:
 def _build_wav2vec2(path: Path, *, ctc: bool) -> None:
     import transformers as t
 
-    size = {
+    size: dict[str, Any] = {
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
@@ -218,8 +223,14 @@ def _build_whisper(path: Path) -> None:
         str(path / "vocab.json"), str(path / "merges.txt"), unk_token=end, bos_token=end, eos_token=end, pad_token=end
     )
     tok.add_special_tokens({"additional_special_tokens": specials})
-    ids = {s: tok.convert_tokens_to_ids(s) for s in [end, *specials]}
-    size = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    ids = {s: cast(int, tok.convert_tokens_to_ids(s)) for s in [end, *specials]}
+    size: dict[str, Any] = {
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+    }
     config = t.WhisperConfig(
         **size,
         vocab_size=len(tok),
@@ -234,7 +245,7 @@ def _build_whisper(path: Path) -> None:
         decoder_start_token_id=ids["<|startoftranscript|>"],
     )
     model = t.WhisperForConditionalGeneration(config)
-    gen = model.generation_config
+    gen: Any = model.generation_config
     gen.decoder_start_token_id, gen.eos_token_id, gen.pad_token_id = ids["<|startoftranscript|>"], ids[end], ids[end]
     gen.no_timestamps_token_id, gen.is_multilingual, gen.max_length = ids["<|notimestamps|>"], False, 64
     gen.forced_decoder_ids, gen.begin_suppress_tokens, gen.suppress_tokens = None, None, []
@@ -284,7 +295,7 @@ def _build_tiny_sd(path: Path) -> None:
         pad_token_id=tok.pad_token_id,
         projection_dim=16,
     )
-    pipe = diffusers.StableDiffusionPipeline(
+    pipe: Any = diffusers.StableDiffusionPipeline(
         vae=vae,
         text_encoder=t.CLIPTextModel(text_config),
         tokenizer=tok,

@@ -95,12 +95,17 @@ def _config(kind: str, tokenizer: Any, overrides: dict[str, Any]) -> Any:
         "pad_token_id": tokenizer.pad_token_id,
     }
     if kind in ("llama", "llama-big"):
-        size = (
+        size: dict[str, Any] = (
             {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 8}
             if kind == "llama-big"
             else {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
         )
-        kwargs = {**size, "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False}
+        kwargs: dict[str, Any] = {
+            **size,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "tie_word_embeddings": False,
+        }
         return transformers.LlamaConfig(**ids, **{**kwargs, **overrides})
     if kind == "gpt2":
         kwargs = {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512}
@@ -109,7 +114,8 @@ def _config(kind: str, tokenizer: Any, overrides: dict[str, Any]) -> Any:
         size = {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4}
         # with the default init (factor 1.0) the random T5 decodes nothing but <pad>, i.e. empty text
         kwargs = {**size, "initializer_factor": 10.0}
-        return transformers.T5Config(**ids, decoder_start_token_id=tokenizer.pad_token_id, **{**kwargs, **overrides})
+        start: dict[str, Any] = {"decoder_start_token_id": tokenizer.pad_token_id}
+        return transformers.T5Config(**ids, **start, **{**kwargs, **overrides})
     raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 

@@ -21,7 +21,8 @@ class Zoo:
     """`zoo[kind]`: the folder of a tiny model (a `differential.models` kind or a `tiny_heads` one), built once."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.built = root, {}  # type: ignore[var-annotated]
+        self.root = root
+        self.built: dict[str, Path] = {}
 
     def __getitem__(self, kind: str) -> Path:
         if kind not in self.built:

@@ -41,7 +41,7 @@ KINDS = (
 )
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 NER = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
-SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+SIZE: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,7 +63,7 @@ def wordpiece(token_types: bool = True) -> Any:
     kind, whose `model_input_names` leave them out."""
     import transformers
 
-    names = {} if token_types else {"model_input_names": ["input_ids", "attention_mask"]}
+    names: dict[str, Any] = {} if token_types else {"model_input_names": ["input_ids", "attention_mask"]}
     return transformers.BertTokenizer(vocab=wordpiece_vocab(), model_max_length=512, **names)
 
 

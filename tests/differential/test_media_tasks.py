@@ -7,7 +7,7 @@ BLIP caption keeps its first new token; a prompt a VisionEncoderDecoder model ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tiny_heads import write_png, write_wav
@@ -129,7 +129,7 @@ def test_caption_equals_generate(tmp_path: Path, zoo: Zoo, media: dict[str, Path
     rows = cli_rows(tmp_path, folder, "caption", [{"image": str(p)} for p in images], "task.batch_size=3", "seed=5")
     for row, ids in zip(rows, want, strict=True):
         ids = [t for t in ids if t != tokenizer.pad_token_id]
-        assert row["output"] == tokenizer.decode(ids, skip_special_tokens=True).strip()
+        assert row["output"] == cast(str, tokenizer.decode(ids, skip_special_tokens=True)).strip()
         assert row["output_tokens"] == len(ids)
     note("caption (exact tokens)", kind, 0.0)
 
@@ -171,11 +171,11 @@ def test_image_seed_is_seed_plus_record_index_in_the_engine(zoo: Zoo) -> None:
     """One seed per item: a record's picture is the same alone or in a batch, in any position."""
     import numpy as np
 
-    from omnirun.config import HardwareConfig, ModelConfig, TaskName
+    from omnirun.config import Device, HardwareConfig, ModelConfig, TaskName
     from omnirun.engine.diffusers.engine import DiffusersEngine
     from omnirun.task_config import ImageConfig
 
-    engine = DiffusersEngine(ModelConfig(name=str(zoo["tiny-sd"])), HardwareConfig(device="cpu")).load_model()
+    engine = DiffusersEngine(ModelConfig(name=str(zoo["tiny-sd"])), HardwareConfig(device=Device.cpu)).load_model()
     options = ImageConfig(name=TaskName.image, num_inference_steps=2, height=16, width=16)
     items = [{"prompt": "a red fox"}, {"prompt": "a lazy dog"}]
     batch = engine.analyze(TaskName.image, items, options, seed=[7, 3])

@@ -164,7 +164,9 @@ def test_secrets_are_never_written(tmp_path: Path, tiny_llama: Path, monkeypatch
         assert SECRET not in text and "sk-verysecretvalue123" not in text, file.name
 
 
-def test_secrets_are_redacted_from_sweep_files(tmp_path: Path, tiny_llama: Path, monkeypatch, capfd) -> None:
+def test_secrets_are_redacted_from_sweep_files(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
     code = omnirun(
         tmp_path, "-m", f"model.name={tiny_llama}", f"input.prompt=a,{SECRET}", "generation.max_new_tokens=2"
@@ -177,7 +179,9 @@ def test_secrets_are_redacted_from_sweep_files(tmp_path: Path, tiny_llama: Path,
     assert SECRET not in out and SECRET not in err  # Hydra's "Launching jobs" lines list the overrides
 
 
-def test_oc_env_of_a_secret_is_refused(tmp_path: Path, tiny_llama: Path, monkeypatch, capsys) -> None:
+def test_oc_env_of_a_secret_is_refused(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
     code = omnirun(tmp_path, f"model.name={tiny_llama}", "input.prompt=${oc.env:HF_TOKEN}")
     assert code == 2 and "HF_TOKEN" in capsys.readouterr().err
@@ -312,7 +316,9 @@ def test_resume_removes_a_stale_error_file(tmp_path: Path, tiny_llama: Path) -> 
     assert not (run_dir / "error.txt").exists()
 
 
-def test_tilde_in_output_root_is_the_home_folder(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:
+def test_tilde_in_output_root_is_the_home_folder(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from omnirun import cli
 
     monkeypatch.setenv("HOME", str(tmp_path))

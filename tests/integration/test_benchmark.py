@@ -71,7 +71,7 @@ def test_rerun_repeats_from_the_run_directory_alone(bench_run: Path, tmp_path: P
     assert report["workload"]["new_tokens"] == 5 and report["workload"]["batch_size"] == 2
 
 
-def test_rerun_of_a_missing_dir_is_a_config_error(tmp_path: Path, capsys) -> None:
+def test_rerun_of_a_missing_dir_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert omnirun(tmp_path, f"rerun={tmp_path / 'nope'}") == 2
     assert "not a run directory" in capsys.readouterr().err
 
@@ -108,7 +108,9 @@ def slowed(report: dict, factor: float) -> dict:
     return out
 
 
-def test_compare_flags_a_planted_2x_slowdown(bench_run: Path, tmp_path: Path, capsys) -> None:
+def test_compare_flags_a_planted_2x_slowdown(
+    bench_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     slow = tmp_path / "slow"
     slow.mkdir()
     report = json.loads((bench_run / "benchmark.json").read_text())
@@ -121,6 +123,6 @@ def test_compare_flags_a_planted_2x_slowdown(bench_run: Path, tmp_path: Path, ca
     assert compare.main([str(slow), str(bench_run)]) == 0  # the reverse is an improvement
 
 
-def test_compare_calls_a_repeat_of_the_same_run_no_change(bench_run: Path, capsys) -> None:
+def test_compare_calls_a_repeat_of_the_same_run_no_change(bench_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert compare.main([str(bench_run), str(bench_run)]) == 0
     assert "verdict: no change" in capsys.readouterr().out

@@ -239,7 +239,9 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
     assert run_dirs(tmp_path) == []
 
 
-def test_chat_without_template_is_a_clear_error(tmp_path: Path, tiny_gpt2: Path, capsys) -> None:
+def test_chat_without_template_is_a_clear_error(
+    tmp_path: Path, tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert omnirun(tmp_path, f"model.name={tiny_gpt2}", "task=chat", "input.prompt=hi") == 2
     assert "chat template" in capsys.readouterr().err
 

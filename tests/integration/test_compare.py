@@ -42,7 +42,9 @@ def output_runs(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, prom
     return {name: only_run_dir(root / name) for name in runs}
 
 
-def test_greedy_twice_is_all_exact_and_passes_min_exact(output_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+def test_greedy_twice_is_all_exact_and_passes_min_exact(
+    output_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cmp.json"
     args = [str(output_runs["greedy"]), str(output_runs["again"]), "--min-exact", "1.0", "--json", str(out)]
     assert compare.main(args) == 0
@@ -71,7 +73,9 @@ def test_the_entry_modules_run_as_commands(output_runs: dict[str, Path], tmp_pat
     assert "## Outputs" in (tmp_path / "compare.md").read_text()
 
 
-def test_shorter_outputs_part_where_the_shorter_one_ends(output_runs: dict[str, Path], capsys) -> None:
+def test_shorter_outputs_part_where_the_shorter_one_ends(
+    output_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert compare.main([str(output_runs["greedy"]), str(output_runs["shorter"]), "--min-exact", "1.0"]) == 1
     assert "EXACT MATCH BELOW --min-exact 1" in capsys.readouterr().out
     (outputs,) = compare.compare(output_runs["greedy"], output_runs["shorter"]).outputs
@@ -84,7 +88,9 @@ def test_shorter_outputs_part_where_the_shorter_one_ends(output_runs: dict[str, 
     assert compare.main([str(output_runs["greedy"]), str(output_runs["shorter"])]) == 0  # no minimum: informative
 
 
-def test_sampled_outputs_agree_less_and_the_worst_records_are_shown(output_runs: dict[str, Path], capsys) -> None:
+def test_sampled_outputs_agree_less_and_the_worst_records_are_shown(
+    output_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert compare.main([str(output_runs["greedy"]), str(output_runs["sampled"]), "--min-exact", "0.5"]) == 1
     text = capsys.readouterr().out
     assert "Records that differ most" in text and "| first difference (token) |" in text
@@ -108,7 +114,7 @@ def test_errors_and_unmatched_ids_are_counted_apart(output_runs: dict[str, Path]
 
 
 def test_sweeps_are_compared_job_by_job_matched_by_what_they_swept(
-    tmp_path: Path, tiny_llama: Path, prompts: Path, capsys
+    tmp_path: Path, tiny_llama: Path, prompts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [f"model.name={tiny_llama}", f"input.path={prompts}", "generation=greedy"]
     assert omnirun(tmp_path / "a", "-m", *args, "generation.max_new_tokens=2,4") == 0

@@ -21,7 +21,7 @@ def test_the_documents_names_import_from_omnirun() -> None:
         assert facade.backend in omnirun.plugins.backends()
     assert TransformersEngine.__name__ == "TransformersEngine" and InferenceEngine is omnirun.engine.base.Engine
     with pytest.raises(AttributeError):
-        _ = omnirun.NoSuchEngine  # type: ignore[attr-defined]
+        _ = omnirun.NoSuchEngine
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -201,7 +201,7 @@ class TestTinyModels:
         ],
         ids=["infer", "infer-list", "stream", "chat", "generate", "count_tokens"],
     )
-    def test_use_before_load_raises(self, tiny_llama: Path, call) -> None:
+    def test_use_before_load_raises(self, tiny_llama: Path, call: Callable[[TransformersEngine], object]) -> None:
         engine = TransformersEngine(str(tiny_llama))
         with pytest.raises(RuntimeError, match=re.escape("load_model()")):
             call(engine)
@@ -336,7 +336,8 @@ class TestTinyModels:
         engine = TransformersEngine(str(tiny_llama))
         assert engine.memory().model_footprint_mb is None
         engine.load_model()
-        assert engine.memory().model_footprint_mb > 0
+        footprint = engine.memory().model_footprint_mb
+        assert footprint is not None and footprint > 0
         engine.unload_model()
         assert engine.memory().model_footprint_mb is None
 
@@ -412,7 +413,7 @@ class TestManualConfig:
 
     def test_bf16(self, tiny_llama: Path) -> None:
         with TransformersEngine(str(tiny_llama), auto_config=False, device="cpu", dtype="bfloat16") as engine:
-            assert engine.plan.dtype == "bfloat16"
+            assert engine.plan is not None and engine.plan.dtype == "bfloat16"
             assert engine.model.dtype == torch.bfloat16
             assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
             assert isinstance(engine.infer("hi", **GREEDY), str)
@@ -452,14 +453,15 @@ class TestQuantization:
 
         layer_type = bnb.nn.Linear8bitLt if quantization == "int8" else bnb.nn.Linear4bit
         with TransformersEngine(str(tiny_llama), quantization=quantization) as engine:
-            assert engine.plan.quantization == quantization
+            assert engine.plan is not None and engine.plan.quantization == quantization
             assert "bitsandbytes" in engine.plan.reasons["quantization"]
             assert isinstance(engine.model.model.layers[0].self_attn.q_proj, layer_type)
             out = engine.infer(PROMPTS[:2], **GREEDY)
             assert len(out) == 2
             assert all(isinstance(text, str) and text for text in out)
             assert "".join(engine.stream(PROMPTS[0], **GREEDY)) == engine.infer(PROMPTS[0], **GREEDY)
-            assert engine.memory().model_footprint_mb > 0
+            footprint = engine.memory().model_footprint_mb
+            assert footprint is not None and footprint > 0
 
     def test_int8_cast_note_is_not_shown(self, tiny_llama: Path, caplog: pytest.LogCaptureFixture) -> None:
         """bitsandbytes notes, per int8 layer per step, that it casts inputs to fp16: not for the user's eyes."""
@@ -529,7 +531,7 @@ class TestGpu:
     def test_bf16_chosen_and_peak_memory_reported(self, tiny_llama: Path) -> None:
         torch.cuda.reset_peak_memory_stats()
         with TransformersEngine(str(tiny_llama)) as engine:
-            assert engine.plan.device == "cuda"
+            assert engine.plan is not None and engine.plan.device == "cuda"
             expected = torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16
             assert engine.model.dtype == expected
             assert engine.plan.dtype == str(expected).removeprefix("torch.")
@@ -545,5 +547,5 @@ class TestGpu:
 
     def test_fp32_manual_on_cuda(self, tiny_llama: Path) -> None:
         with TransformersEngine(str(tiny_llama), auto_config=False) as engine:
-            assert engine.plan.device == "cuda"
+            assert engine.plan is not None and engine.plan.device == "cuda"
             assert engine.model.dtype == torch.float32

@@ -67,6 +67,6 @@ def test_results_as_a_dataset_and_parquet(tmp_path: Path, tiny_llama: Path) -> N
     assert list(frame["id"]) == ["1", "2", "3"] and frame["error"].iloc[2].startswith("line 3")
 
 
-def test_push_to_hub_needs_the_dataset(tmp_path: Path, capsys) -> None:
+def test_push_to_hub_needs_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert omnirun(tmp_path, "output.push_to_hub=me/results") == 2
     assert "output.dataset=true" in capsys.readouterr().err

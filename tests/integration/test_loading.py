@@ -9,12 +9,13 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import transformers
 
-import omnirun.tasks  # imported before any capsys test: TaskContext.out binds sys.stdout at import
+import omnirun.tasks  # noqa: F401  imported before any capsys test: TaskContext.out binds sys.stdout at import
 from omnirun.config import Backend, HardwareConfig, ModelConfig, Quantization, TaskName
 from omnirun.engine import TransformersEngine
 from omnirun.engine.base import ParameterCount
@@ -23,7 +24,7 @@ from omnirun.engine.hf import HfEngine
 from omnirun.errors import ConfigError, ModelLoadError, OmnirunError
 from omnirun.hardware import HardwareInfo
 
-from clirun import omnirun
+from clirun import omnirun as run_cli
 from tiny_models import build_tokenizer
 
 GREEDY = {"do_sample": False, "max_new_tokens": 6}
@@ -37,14 +38,15 @@ def bert_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BertForSequenceClassification (2 labels) with a trained tokenizer."""
     folder = tmp_path_factory.mktemp("bert-cls")
     tokenizer = build_tokenizer()
+    labels: dict[str, Any] = {"num_labels": 2}  # a PreTrainedConfig keyword the dataclass signature leaves out
     config = transformers.BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=2,
         pad_token_id=tokenizer.pad_token_id,
+        **labels,
     )
     torch.manual_seed(0)
     transformers.BertForSequenceClassification(config).save_pretrained(folder)
@@ -56,6 +58,7 @@ def bert_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vit_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random ViTForImageClassification with an image processor config and no tokenizer."""
     folder = tmp_path_factory.mktemp("vit")
+    labels: dict[str, Any] = {"num_labels": 3}  # a PreTrainedConfig keyword the dataclass signature leaves out
     config = transformers.ViTConfig(
         hidden_size=32,
         num_hidden_layers=2,
@@ -63,7 +66,7 @@ def vit_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
         intermediate_size=64,
         image_size=32,
         patch_size=8,
-        num_labels=3,
+        **labels,
     )
     torch.manual_seed(0)
     transformers.ViTForImageClassification(config).save_pretrained(folder)
@@ -77,8 +80,8 @@ def simulated(bitsandbytes: bool) -> HardwareInfo:
     return HardwareInfo("Simulated CPU", 2, 8 * 1024.0, 6 * 1024.0, bitsandbytes=bitsandbytes, int4_kernels=True)
 
 
-def engine(path: Path, **hardware: object) -> HfEngine:
-    hw = HardwareConfig(backend=Backend.transformers, **hardware)  # type: ignore[arg-type]
+def engine(path: Path, **hardware: Any) -> HfEngine:
+    hw = HardwareConfig(backend=Backend.transformers, **hardware)
     hw.validate()
     return HfEngine(ModelConfig(name=str(path)), hw, info=simulated(bitsandbytes=HAS_BNB))
 
@@ -110,16 +113,20 @@ class TestTaskGate:
         with pytest.raises(ConfigError, match=arch):
             build(ModelConfig(name=str(path)), HardwareConfig(), task=TaskName.chat)
 
-    def test_cli_exits_2_with_one_line(self, bert_classifier: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-        assert omnirun(tmp_path, f"model.name={bert_classifier}", "input.prompt=hello") == 2
+    def test_cli_exits_2_with_one_line(
+        self, bert_classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert run_cli(tmp_path, f"model.name={bert_classifier}", "input.prompt=hello") == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[0].startswith("error: task=generate needs") and "BertForSequenceClassification" in err[0]
 
     def test_export_loads_the_checkpoints_own_head(self, bert_classifier: Path, vit_classifier: Path) -> None:
         with build(ModelConfig(name=str(bert_classifier)), HardwareConfig(), task=TaskName.export) as e:
+            assert isinstance(e, HfEngine)
             assert type(e.model).__name__ == "BertForSequenceClassification"
             assert e.parameters() == ParameterCount(e.model.num_parameters(), e.model.num_parameters())
         with build(ModelConfig(name=str(vit_classifier)), HardwareConfig(), task=TaskName.export) as e:
+            assert isinstance(e, HfEngine)
             assert type(e.model).__name__ == "ViTForImageClassification"
             assert isinstance(e, HfEngine) and e.tokenizer is None and e.preprocessor is not None
             with pytest.raises(ConfigError, match="does not generate text"):
@@ -128,6 +135,7 @@ class TestTaskGate:
     def test_generation_models_still_load(self, tiny_llama: Path, tiny_t5: Path) -> None:
         for path, cls in ((tiny_llama, "LlamaForCausalLM"), (tiny_t5, "T5ForConditionalGeneration")):
             with build(ModelConfig(name=str(path)), HardwareConfig(), task=TaskName.generate) as e:
+                assert isinstance(e, HfEngine)
                 assert type(e.model).__name__ == cls
 
 
@@ -151,7 +159,7 @@ class TestQuantizationFallback:
     def test_failed_quantized_load(self, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, strict: bool) -> None:
         original = transformers.AutoModelForCausalLM.from_pretrained
 
-        def broken_bitsandbytes(*args: object, **kwargs: object) -> object:
+        def broken_bitsandbytes(*args: Any, **kwargs: Any) -> Any:
             if "quantization_config" in kwargs:
                 raise RuntimeError("simulated bitsandbytes failure\nsecond line")
             return original(*args, **kwargs)
@@ -180,6 +188,7 @@ class TestModelConfig:
 
     def test_num_labels_gives_a_new_head(self, bert_classifier: Path) -> None:
         with build(ModelConfig(name=str(bert_classifier), num_labels=5), HardwareConfig(), task=TaskName.export) as e:
+            assert isinstance(e, HfEngine)
             assert e.model.config.num_labels == 5 and e.model.classifier.out_features == 5
 
     def test_random_init_from_a_config_file(self, tiny_llama: Path, tmp_path: Path) -> None:
@@ -203,7 +212,7 @@ class TestModelConfig:
         for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
             shutil.copy(tiny_llama / name, folder / name)
         args = [f"model.name={folder / 'config.json'}", "model.init=random", "input.prompt=hello"]
-        assert omnirun(tmp_path / "runs", *args, "generation.max_new_tokens=2") == 0
+        assert run_cli(tmp_path / "runs", *args, "generation.max_new_tokens=2") == 0
         (manifest,) = (tmp_path / "runs").rglob("manifest.json")
         plan = json.loads(manifest.read_text())["plan"]
         assert plan["reasons"]["weights"].startswith("random") and plan["batch_size"] >= 1
@@ -254,6 +263,7 @@ class TestSaveAndExport:
             saved = e.save(tmp_path / "out")
             expected = e.infer("hello world", **GREEDY)
             count = e.parameters()
+        assert count is not None
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(saved.files)
         with TransformersEngine(str(saved.path)) as again:
             assert again.infer("hello world", **GREEDY) == expected

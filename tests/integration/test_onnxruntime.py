@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from omnirun.engine import TransformersEngine
 from omnirun.engine.build import build
 from omnirun.engine.hf import optimize
 from omnirun.engine.onnxruntime import OrtEngine, export
+from omnirun.engine.onnxruntime import spec as ort_spec
 from omnirun.errors import ConfigError
-from omnirun.hardware import backends
 
 from clirun import omnirun, only_run_dir
 from tiny_models import build_tiny
@@ -129,7 +130,7 @@ def test_the_pruned_head_reads_each_rows_last_real_token(fp32: OrtEngine) -> Non
 
 def test_response_formats_are_enforced(fp32: OrtEngine) -> None:
     schema = {"type": "object", "properties": {"a": {"enum": ["x", "y"]}}, "required": ["a"]}
-    formats = [
+    formats: list[dict[str, Any]] = [
         {"type": "json_schema", "json_schema": {"name": "t", "schema": {**schema, "additionalProperties": False}}},
         {"type": "regex", "pattern": "(yes|no)[0-9]{2}"},
     ]
@@ -147,7 +148,7 @@ def test_auto_runs_an_ordinary_checkpoint_through_onnxruntime(
     """`hardware=auto` end to end: the run goes through the fp32 export, the manifest says so and why, and the
     records (per-record formats included) are answered as on Transformers. The size rule is lowered for the
     tiny model; the other rules decide."""
-    monkeypatch.setattr(backends, "AUTO_ONNX_MIN_PARAMS", 1)
+    monkeypatch.setattr(ort_spec, "AUTO_MIN_PARAMS", 1)
     schema = {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}, "required": ["kind"]}
     lines = [
         {"id": "s", "prompt": "hello", "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},

@@ -162,7 +162,7 @@ def test_each_record_is_a_streamed_request_with_its_timings_and_retries(
 ) -> None:
     endpoint, served = server
     monkeypatch.setenv("OMNIRUN_TEST_BEARER", SECRET)
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"id": "a", "prompt": "one two three"},
         {"id": "rate", "prompt": "RATE limited once"},
         {"id": "drop", "prompt": "DROP the line once"},

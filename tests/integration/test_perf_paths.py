@@ -7,7 +7,9 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from omnirun.config import Backend, Device, GenerationConfig, HardwareConfig, Mo
 from omnirun.engine import TransformersEngine
 from omnirun.engine.build import build
 from omnirun.engine.hf import HfEngine, optimize
+from omnirun.engine.llamacpp import LlamaCppEngine
 from omnirun.errors import ConfigError
 from omnirun.hardware import GpuInfo, HardwareInfo
 
@@ -98,7 +101,7 @@ def test_onnx_export_with_decoding_copies(tiny_on_grid: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("kwargs", [{"optimize": False}, {"auto_config": False}])
-def test_plain_fp32_when_asked(tiny_on_grid: Path, kwargs: dict[str, bool]) -> None:
+def test_plain_fp32_when_asked(tiny_on_grid: Path, kwargs: dict[str, Any]) -> None:
     with TransformersEngine(str(tiny_on_grid), **kwargs) as engine:
         assert engine.plan is not None and not engine.plan.cpu_int4_decode
         assert optimize.int4_decode_layers(engine.model) == 0
@@ -133,7 +136,8 @@ def test_build_keeps_transformers_for_a_folder(tiny_llama: Path) -> None:
     with engine:
         assert engine.plan is not None
         # a tiny folder: under the size for which auto exports to onnxruntime (or onnxruntime is not installed)
-        assert engine.plan.reasons["backend"].startswith("transformers: onnxruntime not used (")
+        why = engine.plan.reasons["backend"]
+        assert why.startswith("transformers: ") and "onnxruntime not used (" in why
 
 
 def test_build_honours_an_explicit_transformers_backend(tiny_llama: Path) -> None:
@@ -165,9 +169,7 @@ def test_build_places_once_and_the_plan_keeps_that_device(tiny_llama: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def llama_engine():  # type: ignore[no-untyped-def]
-    from omnirun.engine.llamacpp import LlamaCppEngine
-
+def llama_engine() -> Iterator[LlamaCppEngine]:
     engine = build(ModelConfig(), HardwareConfig())
     assert isinstance(engine, LlamaCppEngine)
     engine.load_model()
@@ -176,8 +178,8 @@ def llama_engine():  # type: ignore[no-untyped-def]
 
 
 @needs_llama_cpp
-def test_llama_cpp_engine_generates_and_records_why(llama_engine) -> None:  # type: ignore[no-untyped-def]
-    assert llama_engine.plan.backend == "llama.cpp"
+def test_llama_cpp_engine_generates_and_records_why(llama_engine: LlamaCppEngine) -> None:
+    assert llama_engine.plan is not None and llama_engine.plan.backend == "llama.cpp"
     assert "llama-cpp-python is installed" in llama_engine.plan.reasons["backend"]
     assert llama_engine.model_type == "causal-lm"
     assert llama_engine.max_context and llama_engine.max_context >= 2048
@@ -188,7 +190,7 @@ def test_llama_cpp_engine_generates_and_records_why(llama_engine) -> None:  # ty
 
 
 @needs_llama_cpp
-def test_llama_cpp_forced_lengths_batches_and_streams(llama_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_forced_lengths_batches_and_streams(llama_engine: LlamaCppEngine) -> None:
     params = GenerationConfig(do_sample=False, max_new_tokens=6, min_new_tokens=6)
     texts = ["Once upon a time", "The capital of Germany is", "1, 2, 3,"]
     batch = llama_engine.generate(texts, params)
@@ -202,7 +204,7 @@ def test_llama_cpp_forced_lengths_batches_and_streams(llama_engine) -> None:  # 
 
 
 @needs_llama_cpp
-def test_llama_cpp_sampling_is_seeded_and_stops(llama_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_sampling_is_seeded_and_stops(llama_engine: LlamaCppEngine) -> None:
     a = llama_engine.infer("Tell me a joke.", max_new_tokens=10, seed=3)
     assert a == llama_engine.infer("Tell me a joke.", max_new_tokens=10, seed=3)
     out = llama_engine.generate(["Say hi."], GenerationConfig(do_sample=False, max_new_tokens=200))[0]
@@ -212,8 +214,9 @@ def test_llama_cpp_sampling_is_seeded_and_stops(llama_engine) -> None:  # type: 
 
 
 @needs_llama_cpp
-def test_llama_cpp_tokenizer_adapter(llama_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_tokenizer_adapter(llama_engine: LlamaCppEngine) -> None:
     tok = llama_engine.tokenizer
+    assert tok is not None
     assert len(tok) == 49152
     assert tok("Hello world")["input_ids"] == tok.encode("Hello world")
     assert 2 in tok.all_special_ids and 2 in tok.eos_ids
@@ -224,10 +227,13 @@ def test_llama_cpp_tokenizer_adapter(llama_engine) -> None:  # type: ignore[no-u
 
 @needs_llama_cpp
 @pytest.mark.slow
-def test_llama_cpp_chat_template_and_tokens_match_transformers(llama_engine, smollm2_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_chat_template_and_tokens_match_transformers(
+    llama_engine: LlamaCppEngine, smollm2_engine: TransformersEngine
+) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three rivers."}]
     text = smollm2_engine.render_chat(messages)
     assert llama_engine.render_chat(messages) == text
+    assert llama_engine.tokenizer is not None
     assert (
         llama_engine.tokenizer.encode(text, False)
         == smollm2_engine.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -236,7 +242,7 @@ def test_llama_cpp_chat_template_and_tokens_match_transformers(llama_engine, smo
 
 @needs_llama_cpp
 @pytest.mark.slow
-def test_llama_cpp_stays_close_to_fp32(llama_engine, smollm2_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_stays_close_to_fp32(llama_engine: LlamaCppEngine, smollm2_engine: TransformersEngine) -> None:
     """The quality gate for making llama.cpp the auto choice: teacher-forced greedy agreement with fp32
     Transformers (bf16 scores ~0.97 on this measure), and paths that part only at near-ties."""
     topics = ("photosynthesis", "gravity", "the water cycle", "compound interest")
@@ -252,7 +258,7 @@ def test_llama_cpp_stays_close_to_fp32(llama_engine, smollm2_engine) -> None:  #
 
 
 @needs_llama_cpp
-def test_llama_cpp_parameters_and_tasks(llama_engine) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_parameters_and_tasks(llama_engine: LlamaCppEngine) -> None:
     count = llama_engine.parameters()
     assert count is not None and 130e6 < count.total < 140e6 and count.trainable is None
     llama_engine.check_task(TaskName.generate)
@@ -267,9 +273,9 @@ def test_build_for_export_takes_transformers_for_a_gguf() -> None:
     engine = build(ModelConfig(), HardwareConfig(), info=machine(), task=TaskName.export)
     assert isinstance(engine, HfEngine) and engine.placement is not None
     assert "task=export" in engine.placement.backend_reason
-    assert build(ModelConfig(), HardwareConfig(), info=machine(), task=TaskName.generate).placement.backend == (
-        "llama.cpp"
-    )
+    generator = build(ModelConfig(), HardwareConfig(), info=machine(), task=TaskName.generate)
+    assert isinstance(generator, LlamaCppEngine) and generator.placement is not None
+    assert generator.placement.backend == "llama.cpp"
     with pytest.raises(ConfigError, match="text generation only"):
         build(ModelConfig(), HardwareConfig(backend=Backend.llama_cpp), info=machine(), task=TaskName.export)
 

@@ -194,7 +194,7 @@ def test_sweep_resume_skips_finished_jobs(tmp_path: Path, tiny_llama: Path, many
         assert [r["status"] for r in csv.DictReader(f)] == ["completed", "completed"]
 
 
-def test_hub_tokens_never_reach_output_files(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:
+def test_hub_tokens_never_reach_output_files(tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = "hf_" + "Zx9" * 12
     monkeypatch.setenv("HF_TOKEN", token)
     monkeypatch.setattr(sys, "argv", ["omnirun", f"model.revision={token}"])
@@ -206,7 +206,9 @@ def test_hub_tokens_never_reach_output_files(tmp_path: Path, tiny_llama: Path, m
             assert token not in path.read_text(errors="replace"), path
 
 
-def test_pickle_checkpoints_need_an_explicit_opt_in(tmp_path: Path, tiny_llama: Path, capsys) -> None:
+def test_pickle_checkpoints_need_an_explicit_opt_in(
+    tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     import torch
@@ -224,7 +226,9 @@ def test_pickle_checkpoints_need_an_explicit_opt_in(tmp_path: Path, tiny_llama: 
     )
 
 
-def test_interactive_chat_ends_on_end_of_input(tmp_path: Path, tiny_llama: Path, monkeypatch) -> None:
+def test_interactive_chat_ends_on_end_of_input(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("only one line\n"))
     assert omnirun(tmp_path, f"model.name={tiny_llama}", "task=chat", "generation.max_new_tokens=2") == 0
     assert len(json.loads((only_run_dir(tmp_path) / "conversation.json").read_text())) == 2

@@ -98,6 +98,6 @@ def test_mlflow_tracking_to_a_local_file_store(tmp_path: Path, tiny_llama: Path)
     assert run["metrics.output_tokens"] > 0 and run["tags.status"] == "completed"
 
 
-def test_tracking_backend_is_validated(tmp_path: Path, capsys) -> None:
+def test_tracking_backend_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert omnirun(tmp_path, "tracking.backend=wandb") == 2
     assert "tracking.backend must be mlflow or null" in capsys.readouterr().err

@@ -4,13 +4,15 @@ scored from its run directory (references joined from its own input), and bad ro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clirun import omnirun, only_run_dir
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"id": "1", "output": "The Eiffel Tower", "reference": "Eiffel Tower", "category": "a"},
     {"id": "2", "output": "Paris, France.", "reference": ["paris", "Paris France"], "category": "b"},
     {"id": "3", "output": '{"a": 1}', "reference": '{"a": 1}', "category": "a"},
@@ -19,7 +21,7 @@ ROWS = [
 ]
 
 
-def write(path: Path, rows: list[dict[str, object]]) -> Path:
+def write(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -55,7 +57,8 @@ def test_the_issues_command_gives_squads_and_sacrebleus_figures(tmp_path: Path) 
     assert scores["f1"]["mean"] == pytest.approx(sum(f1) / len(f1))
     width = max(len(rs) for rs in refs)
     streams = [[rs[i] if i < len(rs) else None for rs in refs] for i in range(width)]
-    expected = sacrebleu.corpus_bleu([str(r["output"]) for r in good], streams).score
+    # sacrebleu takes None for a missing reference (a variable number per segment); its annotation says str
+    expected = sacrebleu.corpus_bleu([str(r["output"]) for r in good], streams).score  # type: ignore[arg-type]
     assert scores["bleu"]["mean"] == pytest.approx(expected) and scores["bleu"]["n"] == 4
     assert scores["json_valid"]["mean"] == pytest.approx(0.25) and scores["json_valid"]["stderr"] is not None
     assert set(metrics["scores"]["by_group"]["category"]) == {"a", "b"}

@@ -134,7 +134,7 @@ def rules(base: list[int], start: int, seq2seq: bool) -> dict[str, dict[str, Any
     """Rules for the model's generation_config, aimed at the tokens the model picks without them (`base`);
     `start` is the length of the sequence before the first new token (min_length counts it)."""
     first, second, third = base[0], base[1], base[2]
-    found = {
+    found: dict[str, dict[str, Any]] = {
         "suppress": {"suppress_tokens": [second, third], "begin_suppress_tokens": [first]},
         "bad-words": {"bad_words_ids": [[first], [second, third]]},
         "eos-list": {"eos_token_id": [2, third]},

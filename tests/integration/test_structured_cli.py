@@ -152,6 +152,7 @@ def test_llama_cpp_batches_streams_and_caches() -> None:
         assert "".join(stream) == done[0].text
         (grammars,) = _GRAMMARS.values()
         assert len(next(iter(grammars.values())).compiled) == 2  # each format compiled once
+        assert engine.tokenizer is not None
         early = Decoder([[1]], params(SCHEMA), engine.tokenizer.eos_ids, 0, vocab_model=engine._model)
         assert early.constraints is not None and early.constraints.live() == [0]  # compiled when made
     finally:

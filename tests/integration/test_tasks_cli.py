@@ -19,6 +19,7 @@ from clirun import omnirun, only_run_dir
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("heads")
+    kinds: tuple[str, ...]
     kinds = ("bert-classifier", "bert-ner", "bert-qa", "bert-mlm", "bert-base", "cross-encoder", "vit-classifier")
     kinds += ("yolos", "segformer", "vit-gpt2", "wav2vec2-classifier", "wav2vec2-ctc", "whisper", "tiny-sd")
     return {kind: build_head(kind, root / kind) for kind in kinds}
@@ -53,7 +54,7 @@ def run(tmp_path: Path, model: Path, task: str, records: Path, *extra: str) -> t
     return rows, json.loads((run_dir / "metrics.json").read_text()), run_dir
 
 
-TEXTS = [
+TEXTS: list[dict[str, Any]] = [
     {"id": "a", "text": "the quick brown fox jumps over a lazy dog"},
     {"id": "b", "prompt": "paris is the capital of france", "text_pair": "berlin"},
     {"id": "c", "prompt": 5},
@@ -213,7 +214,8 @@ def image_records(tmp_path: Path, media: dict[str, Path]) -> Path:
 @pytest.mark.parametrize("task", ["image_classify", "detect", "segment"])
 def test_vision(tmp_path: Path, heads: dict[str, Path], media: dict[str, Path], task: str) -> None:
     model = heads[{"image_classify": "vit-classifier", "detect": "yolos", "segment": "segformer"}[task]]
-    rows, metrics, run_dir = run(tmp_path, model, task, image_records(tmp_path, media), "task.threshold=0.0")
+    extra = ["task.threshold=0.0"] if task == "detect" else []  # an option of task=detect only
+    rows, metrics, run_dir = run(tmp_path, model, task, image_records(tmp_path, media), *extra)
     i1, i2, i3, i4 = rows
     assert "i2" in i2["error"] and "missing.png" in i2["error"] and "no such file" in i2["error"]
     assert "a.wav" in i3["error"] and i1["image"] == str(media["png"])

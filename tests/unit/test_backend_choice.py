@@ -4,6 +4,7 @@ smoke run of benchmarks/compare.py. No timings here: speed lives in the benchmar
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_plan_records_the_backend_and_the_int4_decision() -> None:
         (HardwareConfig(device=Device.cpu, device_map="auto"), {}, "device_map"),
     ],
 )
-def test_int4_decode_off_and_why(request_: HardwareConfig, kwargs: dict[str, bool], why: str) -> None:
+def test_int4_decode_off_and_why(request_: HardwareConfig, kwargs: dict[str, Any], why: str) -> None:
     p = hardware.plan(request_, TINY, machine(), **kwargs)
     assert not p.cpu_int4_decode
     assert why in p.reasons["cpu_int4_decode"]
@@ -140,7 +141,9 @@ def test_int4_decode_linear_matches_fp32() -> None:
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 96, bias=True)
     linear.weight.data = snap_to_grid(linear.weight.data)
-    layer = optimize.Int4DecodeLinear(linear, *optimize.int4_grid(linear.weight))
+    grid = optimize.int4_grid(linear.weight)
+    assert grid is not None
+    layer = optimize.Int4DecodeLinear(linear, *grid)
     with torch.inference_mode():
         for rows in (1, 3, 4):  # the int4 copy, bf16 activations: close to fp32
             x = torch.randn(1, rows, 64)

@@ -19,7 +19,9 @@ class CountingEngine:
     step: float = 0.1
     calls: list[list[list[int]]] = field(default_factory=list)
 
-    def generate_ids(self, ids, params, *, seed=None):
+    def generate_ids(
+        self, ids: list[list[int]], params: GenerationConfig, *, seed: int | None = None
+    ) -> list[Completion]:
         self.calls.append(ids)
         self.clock[0] += self.step
         times = [self.step * (i + 1) / params.max_new_tokens for i in range(params.max_new_tokens)]

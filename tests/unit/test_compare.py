@@ -28,7 +28,7 @@ def test_token_agreement_definitions() -> None:
     assert both.errors_both == ["b"] and both.exact_rate == 0.0
 
 
-def test_nothing_to_compare_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+def test_nothing_to_compare_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert compare.main([str(tmp_path / "empty"), str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()

@@ -11,7 +11,7 @@ from omnirun import inputs
 from omnirun.config import InputConfig
 from omnirun.results import formats
 
-from samples import REQUESTS
+from samples import REQUESTS, must
 
 
 @pytest.fixture()
@@ -29,7 +29,7 @@ def test_openai_requests_become_records(batch_file: Path) -> None:
     assert chat.overrides == {"max_new_tokens": 3}
     assert cmpl.prompt == "the quick brown fox" and cmpl.template is False
     assert cmpl.overrides == {"max_new_tokens": 4, "do_sample": False}
-    assert "task=embed" in emb.error and "n other than 1" in n2.error
+    assert "task=embed" in must(emb.error) and "n other than 1" in must(n2.error)
 
 
 def test_response_for_error_rows() -> None:

@@ -22,6 +22,8 @@ from omnirun.config import InputConfig
 from omnirun.errors import InputError
 from omnirun.inputs import compressed
 
+from samples import must
+
 COMPRESS = {
     "gzip": gzip.compress,
     "bz2": lambda data: bz2.compress(data, 1),  # 100 kB blocks: a cut file still holds whole blocks
@@ -67,7 +69,7 @@ def test_compressed_jsonl_keeps_line_numbers_and_error_rows(tmp_path: Path, kind
     data = read(path=str(path))
     assert [(r.id, r.prompt, r.error) for r in data.records] == [(r.id, r.prompt, r.error) for r in plain.records]
     assert [r.id for r in data.records] == ["1", "2", "q4", "5"]
-    assert "line 2: not valid JSON" in data.records[1].error
+    assert "line 2: not valid JSON" in must(data.records[1].error)
     assert data.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()  # the stored bytes, not the text
 
 
@@ -88,7 +90,7 @@ def test_plain_file_that_starts_like_another_format_stays_jsonl(tmp_path: Path, 
     path = write(tmp_path / "in.jsonl", first + b"\n" + jsonl(2))
     data = read(path=str(path))
     assert [r.error is None for r in data.records] == [False, True, True]
-    assert data.records[0].error.startswith("line 1: ")
+    assert must(data.records[0].error).startswith("line 1: ")
 
 
 def test_concatenated_streams_are_all_read(tmp_path: Path) -> None:
@@ -106,8 +108,8 @@ def test_truncated_stream_keeps_the_lines_before_the_break(tmp_path: Path, kind:
     *good, last = data.records
     assert len(good) > 100 and all(r.error is None for r in good)
     assert [r.id for r in good] == [str(i) for i in range(1, len(good) + 1)]
-    assert last.id == str(len(good) + 1) and f"line {len(good) + 1}" in last.error
-    assert "cut.jsonl" in last.error and "ends early" in last.error
+    assert last.id == str(len(good) + 1) and f"line {len(good) + 1}" in must(last.error)
+    assert "cut.jsonl" in must(last.error) and "ends early" in must(last.error)
     assert data.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -121,7 +123,7 @@ def test_corrupt_stream_is_an_error_record(tmp_path: Path) -> None:
     whole = bytearray(gzip.compress(jsonl(5000)))
     whole[len(whole) // 2 : len(whole) // 2 + 64] = b"\xff" * 64
     data = read(path=str(write(tmp_path / "bad.jsonl.gz", bytes(whole))))
-    assert "corrupt gzip data" in data.records[-1].error and "bad.jsonl.gz" in data.records[-1].error
+    assert "corrupt gzip data" in must(data.records[-1].error) and "bad.jsonl.gz" in must(data.records[-1].error)
     assert data.records[0].error is None
 
 
@@ -137,7 +139,7 @@ def test_huge_line_is_an_error_record_and_reading_goes_on(tmp_path: Path, monkey
     body = b'{"prompt": "a"}\n{"prompt": "' + b"x" * 5000 + b'"}\n{"prompt": "c"}\n'
     data = read(path=str(write(tmp_path / "huge.jsonl.xz", lzma.compress(body))))
     assert [r.id for r in data.records] == ["1", "2", "3"]
-    assert "line 2: 5,015 bytes, over the 1,000-byte limit" in data.records[1].error
+    assert "line 2: 5,015 bytes, over the 1,000-byte limit" in must(data.records[1].error)
     assert data.records[2].prompt == "c"
 
 
@@ -159,14 +161,14 @@ def test_json_array_elements_become_records(tmp_path: Path, suffix: str) -> None
     assert [r.id for r in data.records] == ["1", "2", "3", "Y"]
     assert data.records[0].prompt == "x" and data.records[3].overrides == {"max_new_tokens": 4}
     assert data.records[1].error == "element 2 (line 3): 'prompt' is empty"
-    assert "element 3 (line 4): expected a JSON object" in data.records[2].error
+    assert "element 3 (line 4): expected a JSON object" in must(data.records[2].error)
     assert data.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_json_array_syntax_error_keeps_the_elements_before(tmp_path: Path) -> None:
     data = read(path=str(write(tmp_path / "a.json", b'[{"prompt": "x"},\n{"prompt": oops}, {"prompt": "z"}]')))
     assert data.records[0].prompt == "x"
-    assert "element 2 (line 2): not valid JSON" in data.records[1].error and len(data.records) == 2
+    assert "element 2 (line 2): not valid JSON" in must(data.records[1].error) and len(data.records) == 2
 
 
 def test_truncated_compressed_array_keeps_the_elements_before(tmp_path: Path) -> None:
@@ -175,7 +177,7 @@ def test_truncated_compressed_array_keeps_the_elements_before(tmp_path: Path) ->
     data = read(path=str(write(tmp_path / "a.json.gz", whole[: len(whole) // 2])))
     *good, last = data.records
     assert len(good) > 100 and not any(r.error for r in good)
-    assert "a.json.gz" in last.error and "ends early" in last.error
+    assert "a.json.gz" in must(last.error) and "ends early" in must(last.error)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +189,7 @@ def test_unusable_json_array_is_one_input_error(tmp_path: Path, body: bytes, mes
 
 def test_jsonl_whose_first_line_is_an_array_stays_jsonl(tmp_path: Path) -> None:
     data = read(path=str(write(tmp_path / "a.jsonl", b'[1]\n{"prompt": "z"}\n')))
-    assert "line 1: expected a JSON object" in data.records[0].error and data.records[1].prompt == "z"
+    assert "line 1: expected a JSON object" in must(data.records[0].error) and data.records[1].prompt == "z"
 
 
 # CSV through input.path
@@ -199,9 +201,9 @@ def test_csv_rows_with_ragged_rows_as_errors(tmp_path: Path) -> None:
     data = read(path=str(path), field="question")
     assert [r.id for r in data.records] == ["q1", "4", "q4", "7", "q6"]
     assert data.records[0].prompt == "what is\nup" and data.records[0].overrides == {}  # csv values are text
-    assert data.records[1].error.startswith("line 4: 2 fields where the header has 3")
+    assert must(data.records[1].error).startswith("line 4: 2 fields where the header has 3")
     assert data.records[2].error == "line 6: 'prompt' is empty"
-    assert data.records[3].error.startswith("line 7: 4 fields")
+    assert must(data.records[3].error).startswith("line 7: 4 fields")
     templated = read(path=str(path), template="Q: {question}", limit=1)
     assert [r.prompt for r in templated.records] == ["Q: what is\nup"]
 
@@ -218,7 +220,7 @@ def test_csv_invalid_utf8_and_truncation(tmp_path: Path) -> None:
     whole = gzip.compress(body)
     data = read(path=str(write(tmp_path / "q.csv.gz", whole[: len(whole) // 2])))
     assert data.records[0].prompt == "ok" and data.records[1].error == "line 3: invalid UTF-8"
-    assert "ends early" in data.records[-1].error and data.records[-2].error is None
+    assert "ends early" in must(data.records[-1].error) and data.records[-2].error is None
 
 
 # Misc input.path
@@ -289,8 +291,8 @@ def test_parquet_shards_by_glob_and_folder(tmp_path: Path, monkeypatch: pytest.M
     by_glob = read(dataset="data/*.parquet", field="question", streaming=streaming)
     by_folder = read(dataset=str(shards), field="question", streaming=streaming)
     expected = [f"q{k}{x}" for k in range(3) for x in "ab"]
-    assert sorted(r.prompt for r in by_glob.records) == expected
-    assert sorted(r.prompt for r in by_folder.records) == expected
+    assert sorted(must(r.prompt) for r in by_glob.records) == expected
+    assert sorted(must(r.prompt) for r in by_folder.records) == expected
 
 
 def test_jsonl_gz_shards_by_glob(tmp_path: Path) -> None:
@@ -314,7 +316,7 @@ def test_streaming_stops_at_the_limit(tmp_path: Path) -> None:
     whole = gzip.compress(jsonl(5000, start=3))
     write(tmp_path / "s1.jsonl.gz", whole[: len(whole) // 2])  # never reached: the limit comes first
     data = read(dataset=str(tmp_path / "*.jsonl.gz"), streaming=True, limit=2)
-    assert [r.prompt[:8] for r in data.records] == ["prompt 0", "prompt 1"] and not data.problems
+    assert [must(r.prompt)[:8] for r in data.records] == ["prompt 0", "prompt 1"] and not data.problems
 
 
 def test_stream_breaking_part_way_keeps_the_rows_before(tmp_path: Path) -> None:
@@ -323,7 +325,7 @@ def test_stream_breaking_part_way_keeps_the_rows_before(tmp_path: Path) -> None:
     write(tmp_path / "s1.jsonl.gz", whole[: len(whole) // 2])
     data = read(dataset=str(tmp_path / "*.jsonl.gz"), streaming=True)
     assert [r.error is None for r in data.records] == [True, True, True, False]
-    assert "row 3: input.dataset=" in data.records[3].error and "EOFError" in data.records[3].error
+    assert "row 3: input.dataset=" in must(data.records[3].error) and "EOFError" in must(data.records[3].error)
 
 
 def test_streaming_fingerprint_is_a_content_hash(tmp_path: Path) -> None:

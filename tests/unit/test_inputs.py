@@ -13,6 +13,8 @@ from omnirun import inputs
 from omnirun.config import InputConfig
 from omnirun.errors import InputError
 
+from samples import must
+
 
 def write_lines(path: Path, lines: list[str | bytes]) -> Path:
     path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines) + b"\n")
@@ -60,14 +62,14 @@ def test_jsonl_bad_lines_become_errors_naming_the_line(tmp_path: Path) -> None:
     data = inputs.read(InputConfig(path=str(path)))
     errors = {r.id: r.error for r in data.records}
     assert errors["1"] is None and errors["10"] is None
-    assert "line 2: not valid JSON" in errors["2"]
-    assert "line 3: 'prompt' is empty" in errors["3"]
-    assert "line 4: 'prompt' must be a string" in errors["4"]
-    assert "line 5: missing 'prompt'" in errors["5"]
-    assert "line 6: invalid UTF-8" in errors["6"]
-    assert "line 7: expected a JSON object" in errors["7"]
-    assert "line 8: 'messages[0]'" in errors["8"]
-    assert "line 9: bad generation override" in errors["9"] and "temperature" in errors["9"]
+    assert "line 2: not valid JSON" in must(errors["2"])
+    assert "line 3: 'prompt' is empty" in must(errors["3"])
+    assert "line 4: 'prompt' must be a string" in must(errors["4"])
+    assert "line 5: missing 'prompt'" in must(errors["5"])
+    assert "line 6: invalid UTF-8" in must(errors["6"])
+    assert "line 7: expected a JSON object" in must(errors["7"])
+    assert "line 8: 'messages[0]'" in must(errors["8"])
+    assert "line 9: bad generation override" in must(errors["9"]) and "temperature" in must(errors["9"])
     assert len(data.problems) == 8
 
 
@@ -123,7 +125,7 @@ def test_dataset_missing_column_names_the_columns(saved_dataset: Path) -> None:
 
 def test_dataset_bad_template_row_is_an_error_record(saved_dataset: Path) -> None:
     data = inputs.read(InputConfig(dataset=str(saved_dataset), template="{missing}"))
-    assert all("input.template cannot be filled" in r.error for r in data.records)
+    assert all("input.template cannot be filled" in must(r.error) for r in data.records)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])

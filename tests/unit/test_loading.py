@@ -90,8 +90,12 @@ def test_every_head_names_a_transformers_class_and_table() -> None:
 
 def test_explicit_model_type_picks_the_generation_class() -> None:
     config = transformers.BartConfig(architectures=["BartForConditionalGeneration"])
-    assert capabilities.head_for(capabilities.GENERATE, config, ModelType.causal_lm).name == "causal-lm"
-    assert capabilities.head_for(capabilities.GENERATE, config).name == "seq2seq"
+    causal, seq2seq = (
+        capabilities.head_for(capabilities.GENERATE, config, ModelType.causal_lm),
+        capabilities.head_for(capabilities.GENERATE, config),
+    )
+    assert causal is not None and causal.name == "causal-lm"
+    assert seq2seq is not None and seq2seq.name == "seq2seq"
 
 
 def test_unknown_task_family_is_named_after_the_task() -> None:
@@ -117,7 +121,7 @@ def test_config_overrides_are_set_and_typos_named() -> None:
 def test_num_labels_rebuilds_the_label_maps() -> None:
     config = bert("BertForSequenceClassification")
     prepare.apply_overrides(config, ModelConfig(num_labels=3))
-    assert config.num_labels == 3 and len(config.id2label) == 3
+    assert config.num_labels == 3 and config.id2label is not None and len(config.id2label) == 3
 
 
 def write_safetensors_header(path: Path, dtype: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -25,6 +26,7 @@ from omnirun.config import (
 )
 from omnirun.engine import source
 from omnirun.engine.build import build
+from omnirun.engine.hf import HfEngine
 from omnirun.engine.onnxruntime import OrtEngine, decode, export
 from omnirun.engine.onnxruntime.tokenizer import FastTokenizer
 from omnirun.errors import ConfigError
@@ -117,6 +119,7 @@ def test_the_candidate_is_read_from_the_folder(tiny_llama: Path, tmp_path: Path)
     (empty / "config.json").write_text("not json")
     unreadable = export.candidate(source.resolve(str(empty), None))
     assert unreadable is not None and (unreadable.architecture, unreadable.params) == (None, None)
+    written: object
     for written in ({"model_type": "llama"}, {"architectures": None}, {"architectures": []}, ["a list"]):
         (empty / "config.json").write_text(json.dumps(written))  # AutoConfig.save_pretrained lists none
         found = export.candidate(source.resolve(str(empty), None))
@@ -133,7 +136,9 @@ def test_auto_build_keeps_transformers_for_beam_search(tiny_llama: Path, monkeyp
     assert isinstance(build(model, cpu, generation=GenerationConfig()), OrtEngine)
     engine = build(model, cpu, generation=GenerationConfig(num_beams=2, do_sample=False))
     assert not isinstance(engine, OrtEngine)
-    assert "onnxruntime not used (the onnxruntime backend has no beam search" in engine.placement.backend_reason
+    placement = cast(HfEngine, engine).placement
+    assert placement is not None
+    assert "onnxruntime not used (the onnxruntime backend has no beam search" in placement.backend_reason
 
 
 def test_plan_batch_cap_and_threads() -> None:

@@ -4,6 +4,7 @@ them, valid_rate, the per-row matchers and masks, and the mask in both backends'
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_the_basic_check_without_jsonschema(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_valid_rate_per_format_type() -> None:
-    pairs = [
+    pairs: list[tuple[Mapping[str, Any] | None, str | None]] = [
         (SCHEMA, '{"name": "Rex", "pet": {"kind": "dog"}}'),
         (SCHEMA, '{"name": "Rex"}'),
         (REGEX, "yes"),

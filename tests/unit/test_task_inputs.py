@@ -6,19 +6,22 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from omnirun.config import TaskName
 from omnirun.errors import ConfigError
-from omnirun.inputs import make_record
+from omnirun.inputs import Record, make_record
 from omnirun.inputs.openai import task_of_file
 from omnirun.results.schema import ResultRow
 from omnirun.task_config import task_config
 from omnirun.tasks import input_spec
 
+from samples import must
 
-def record(task: TaskName, obj: dict) -> object:
+
+def record(task: TaskName, obj: dict[str, Any]) -> Record:
     return make_record(0, "0", obj, spec=input_spec(task))
 
 
@@ -37,16 +40,16 @@ def record(task: TaskName, obj: dict) -> object:
     ],
 )
 def test_bad_task_records_become_error_records(task: TaskName, obj: dict, error: str) -> None:
-    assert error in (record(task, obj).error or "")  # type: ignore[attr-defined]
+    assert error in (record(task, obj).error or "")
 
 
 def test_task_fields_are_kept_and_text_is_an_alias_of_prompt() -> None:
     qa = record(TaskName.qa, {"id": 5, "question": "q", "context": "c", "extra": 1})
-    assert qa.id == "5" and qa.fields == {"question": "q", "context": "c"} and qa.error is None  # type: ignore[attr-defined]
+    assert qa.id == "5" and qa.fields == {"question": "q", "context": "c"} and qa.error is None
     emb = record(TaskName.embed, {"text": "hello"})
-    assert emb.prompt == "hello"  # type: ignore[attr-defined]
+    assert emb.prompt == "hello"
     cap = record(TaskName.caption, {"image": {"path": "a.png", "bytes": b"x"}})
-    assert cap.error is None and cap.prompt is None  # type: ignore[attr-defined]
+    assert cap.error is None and cap.prompt is None
 
 
 def request(url: str, body: dict) -> dict:
@@ -56,15 +59,15 @@ def request(url: str, body: dict) -> dict:
 def test_openai_task_requests() -> None:
     one = record(TaskName.embed, request("/v1/embeddings", {"input": ["only"]}))
     many = record(TaskName.embed, request("/v1/embeddings", {"input": ["a", "b"]}))
-    assert one.prompt == "only" and many.fields["texts"] == ["a", "b"] and many.error is None  # type: ignore[attr-defined]
+    assert one.prompt == "only" and many.fields["texts"] == ["a", "b"] and many.error is None
     score = record(TaskName.rerank, request("/v1/score", {"text_1": "q", "text_2": "d"}))
-    assert score.fields == {"query": "q", "documents": ["d"]} and score.url == "/v1/score"  # type: ignore[attr-defined]
+    assert score.fields == {"query": "q", "documents": ["d"]} and score.url == "/v1/score"
     rerank = record(TaskName.rerank, request("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 1}))
-    assert rerank.fields["top_n"] == 1  # type: ignore[attr-defined]
+    assert rerank.fields["top_n"] == 1
     wrong = record(TaskName.rerank, request("/v1/embeddings", {"input": "x"}))
-    assert "cannot be served by task=rerank; run it with task=embed" in wrong.error  # type: ignore[attr-defined]
+    assert "cannot be served by task=rerank; run it with task=embed" in must(wrong.error)
     unknown = record(TaskName.embed, request("/v1/audio", {}))
-    assert "is not supported" in unknown.error  # type: ignore[attr-defined]
+    assert "is not supported" in must(unknown.error)
     generation = make_record(0, "0", request("/v1/embeddings", {"input": "x"}))
     assert "run it with task=embed" in (generation.error or "")
 
