@@ -51,8 +51,10 @@ PARQUET = "outputs.parquet"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 EMBEDDINGS_NPY = "embeddings.npy"
-MASKS = "masks"
-IMAGES = "images"
+MASKS = "masks"  # task=segment: the masks' PNG files (the rows name them)
+IMAGES = "images"  # task=image: the pictures' PNG files
+EXPORT_DIR = "export"  # task=export: where the model goes when export.path is not set
+MULTIRUN_YAML = "multirun.yaml"  # a sweep directory: Hydra's record of the sweep (redacted by omnirun)
 """Folders of PNGs: task=segment's masks and task=image's pictures (`<record index>-<n>.png`)."""
 ARTIFACTS = (METRICS, MANIFEST, CONFIG, BENCHMARK_JSON)
 """What a tracker uploads, when present."""

@@ -32,14 +32,13 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         """Hydra saves multirun.yaml just before the first job starts: redact it as soon as it exists."""
-        redact_file(Path(config.hydra.sweep.dir) / MULTIRUN_YAML)
+        redact_file(Path(config.hydra.sweep.dir) / rundir.MULTIRUN_YAML)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        redact_file(Path(config.hydra.sweep.dir) / MULTIRUN_YAML)
+        redact_file(Path(config.hydra.sweep.dir) / rundir.MULTIRUN_YAML)
         write_summary(Path(config.hydra.sweep.dir))
 
 
-MULTIRUN_YAML = "multirun.yaml"
 """What Hydra saves at the sweep root: the sweep's config and overrides (secrets redacted by omnirun)."""
 
 

@@ -27,7 +27,6 @@ from omnirun.results.writer import read_rows
 from omnirun.rundir import RunDir
 
 CONF_FILE = Path(__file__).resolve().parent.parent.parent / "conf" / "config.yaml"
-MULTIRUN_YAML = "multirun.yaml"
 """What Hydra saves at a sweep's root (its config and overrides)."""
 RUN_MARKERS = (rundir.METRICS, rundir.BENCHMARK_JSON, rundir.OUTPUTS)
 """A directory holding any of these is a run."""
@@ -127,14 +126,14 @@ def find_runs(path: str | Path) -> list[Run]:
 def run_dirs(root: Path) -> set[Path]:
     """The run directories under `root`, with the jobs of any sweep there (also those that wrote nothing)."""
     dirs = {p.parent for name in RUN_MARKERS for p in root.rglob(name)}
-    for sweep in {p.parent for p in root.rglob(MULTIRUN_YAML)}:
+    for sweep in {p.parent for p in root.rglob(rundir.MULTIRUN_YAML)}:
         dirs |= {job.path for job in rundir.sweep_jobs(sweep)}
     return dirs
 
 
 def stand_in_overrides(job: Path, cache: dict[Path, list[dict[str, Any]]]) -> dict[str, Any] | None:
     """For a sweep job that died before writing its overrides.yaml: its overrides rebuilt from the sweep."""
-    if (job / rundir.OVERRIDES).exists() or not job.name.isdigit() or not (job.parent / MULTIRUN_YAML).exists():
+    if (job / rundir.OVERRIDES).exists() or not job.name.isdigit() or not (job.parent / rundir.MULTIRUN_YAML).exists():
         return None
     rebuilt = cache.setdefault(job.parent, sweep_job_overrides(job.parent))
     return rebuilt[int(job.name)] if int(job.name) < len(rebuilt) else None
@@ -201,7 +200,7 @@ def sweep_job_overrides(sweep_dir: Path) -> list[dict[str, Any]]:
     """Each job's overrides rebuilt from the sweep's multirun.yaml, numbered as Hydra's basic sweeper numbers
     them (the cartesian product of the swept values, in order); [] when it cannot tell. For jobs that failed
     before writing their overrides.yaml."""
-    hydra_conf = (_read_yaml(sweep_dir / MULTIRUN_YAML) or {}).get("hydra") or {}
+    hydra_conf = (_read_yaml(sweep_dir / rundir.MULTIRUN_YAML) or {}).get("hydra") or {}
     params = (hydra_conf.get("sweeper") or {}).get("params") or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list((hydra_conf.get("overrides") or {}).get("task") or [])
     try:

@@ -23,7 +23,7 @@ from omnirun.inputs.media import describe
 from omnirun.inputs.records import MEDIA_FIELDS
 from omnirun.results.schema import ResultRow
 from omnirun.task_config import ImageConfig
-from omnirun.tasks.base import Progress, TaskContext, record_error
+from omnirun.tasks.base import Progress, TaskContext, record_error, unexplained_failure
 from omnirun.tasks.batching import windows, write_finished
 
 Answerer = Callable[[Engine, list[dict[str, Any]], TaskContext, list[int]], list[Answer]]
@@ -78,8 +78,9 @@ Result = tuple[Record, Answer | None, str | None]
 
 def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext, answer: Answerer = analyze) -> list[Result]:
     """One `engine.analyze` call for the batch; when it fails, each record alone, so the failure lands on the
-    records that cause it. A failure no record escapes before any record of the run succeeded is not about a
-    record (a broken model): it stops the run."""
+    records that cause it. A record's failure is its own wherever it sorts; only `UNEXPLAINED_LIMIT` different
+    records failing before any success, for reasons their inputs do not explain, stop the run (a broken
+    model)."""
     start = time.perf_counter()
     try:
         try:
@@ -92,11 +93,11 @@ def answer_isolated(engine: Engine, batch: list[Record], ctx: TaskContext, answe
         results: list[Result] = [(r, a, None) for r, a in zip(batch, answers, strict=True)]
     except Exception as exc:
         if len(batch) == 1:
+            if unexplained_failure(ctx, exc, about_the_input(exc)):
+                raise
             results = [(batch[0], None, record_error(batch[0], exc))]
         else:
             results = [r for record in batch for r in answer_isolated(engine, [record], ctx, answer)]
-        if not ctx.succeeded and all(a is None for _, a, _ in results) and not about_the_input(exc):
-            raise
     ctx.succeeded += sum(a is not None for _, a, _ in results)
     return results
 

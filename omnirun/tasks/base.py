@@ -21,6 +21,10 @@ from omnirun.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+UNEXPLAINED_LIMIT = 3
+"""A failure is a record's own unless this many different records fail alone, for reasons their inputs do not
+explain, before any record of the run succeeds: then the model (or the server) is broken and the run stops.
+Where a failing record sorts (first or later) does not matter."""
 WINDOW_BATCHES = 8
 """Records are reordered by length within windows of this many batches, then written in input order."""
 
@@ -99,6 +103,8 @@ class TaskContext:
     """Records prepared, generated and written together; 0: WINDOW_BATCHES batches of `batch_size`."""
     succeeded: int = 0
     """Records generated without error so far in this run."""
+    unexplained: int = 0
+    """Records that failed alone, before any record succeeded, for a reason their input does not explain."""
     model_s: float = 0.0
     """The summed wall time of the model's calls so far (`engine.generate` / `analyze`, a stream's tokens)."""
 
@@ -131,6 +137,15 @@ def prepare_one(engine: Engine, record: Record, ctx: TaskContext, *, chat: bool)
     except Exception as exc:  # a template the model rejects, a text the tokenizer cannot encode, ...
         item.error = record_error(record, exc)
     return item
+
+
+def unexplained_failure(ctx: TaskContext, exc: BaseException, about_input: bool) -> bool:
+    """Count a record that failed alone; True when the run should stop (`UNEXPLAINED_LIMIT` different records
+    failed before any success and none of those failures is about its input)."""
+    if ctx.succeeded or about_input:
+        return False
+    ctx.unexplained += 1
+    return ctx.unexplained >= UNEXPLAINED_LIMIT
 
 
 def fit_context(

@@ -12,10 +12,19 @@ from dataclasses import asdict
 from typing import Any
 
 from omnirun.engine.base import Completion, Engine
-from omnirun.errors import first_line
+from omnirun.errors import InputError, first_line
 from omnirun.inputs import Record
 from omnirun.results.schema import ResultRow
-from omnirun.tasks.base import Prepared, Progress, TaskContext, emit, prepare_one, record_error, row
+from omnirun.tasks.base import (
+    Prepared,
+    Progress,
+    TaskContext,
+    emit,
+    prepare_one,
+    record_error,
+    row,
+    unexplained_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +86,17 @@ Result = tuple[Prepared, Completion | None, str | None]
 
 def generate_isolated(engine: Engine, batch: list[Prepared], ctx: TaskContext) -> list[Result]:
     """`generate_or_split`, and when a batch fails for a reason other than memory, each record alone, so that
-    the failure lands on the records that cause it. A failure that no record escapes before any record of the
-    run succeeded is not about a record (a broken model, say): it stops the run."""
+    the failure lands on the records that cause it, wherever they sort; only `UNEXPLAINED_LIMIT` different
+    records failing before any success stop the run (a broken model or server)."""
     try:
         results, _ = generate_or_split(engine, batch, ctx)
     except Exception as exc:
         if len(batch) == 1:
+            if unexplained_failure(ctx, exc, isinstance(exc, InputError)):
+                raise
             results = [(batch[0], None, record_error(batch[0].record, exc))]
         else:
             results = [r for item in batch for r in generate_isolated(engine, [item], ctx)]
-        if not ctx.succeeded and all(c is None for _, c, _ in results):
-            raise
     ctx.succeeded += sum(c is not None for _, c, _ in results)
     return results
 

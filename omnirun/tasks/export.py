@@ -19,9 +19,6 @@ from omnirun.results import timing
 from omnirun.results.schema import MemoryMetrics, RunMetrics, Status
 from omnirun.tasks.base import Job
 
-EXPORT_DIR = "export"
-"""Where the export goes inside the run directory when `export.path` is not set."""
-
 
 def check_target(cfg: RunConfig) -> None:
     """ConfigError (exit 2) unless `export.path` is a new or an empty folder (the default, `export/` in the
@@ -51,7 +48,7 @@ def run_export(job: Job) -> RunMetrics:
         with timing.timed() as load:
             engine.load_model()
         job.write_manifest()
-        target = Path(cfg.export.path).expanduser() if cfg.export.path else job.run / EXPORT_DIR
+        target = Path(cfg.export.path).expanduser() if cfg.export.path else job.run / rundir.EXPORT_DIR
         empty_or_new(target, cfg.export.path or str(target))  # again: the model took a while to load
         with timing.timed() as write:
             saved = engine.export_onnx(target) if cfg.export.format == ExportFormat.onnx else engine.save(target)

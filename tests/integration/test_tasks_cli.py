@@ -344,3 +344,22 @@ def test_dataset_image_and_audio_columns(tmp_path: Path, heads: dict[str, Path],
         rows = [json.loads(line) for line in (only_run_dir(root) / "outputs.jsonl").read_text().splitlines()]
         assert [r["error"] for r in rows] == [None, None] and rows[0]["label"]
     assert rows[1]["audio_s"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_records_failure_is_its_own_where_ever_it_sorts(tmp_path: Path, heads: dict[str, Path], first: bool) -> None:
+    """A qa question longer than the model's context and a classify text of 300 emoji: error rows (or answers)
+    of their own, whether they come first or after a good record, and the run exits 0."""
+    long_question = {"id": "long", "question": "why " * 2000, "context": "because it is."}
+    good = {"id": "ok", "question": "what is it?", "context": "it is a cat."}
+    records = jsonl(tmp_path / "qa.jsonl", *([long_question, good] if first else [good, long_question]))
+    rows, metrics, _ = run(tmp_path, heads["bert-qa"], "qa", records, "task.sort_by_length=false")
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["ok"]["error"] is None and metrics["num_samples"] == 2
+    emoji = {"id": "emoji", "prompt": "😀" * 300}
+    texts = jsonl(
+        tmp_path / "c.jsonl",
+        *([emoji, {"id": "ok", "prompt": "fine"}] if first else [{"id": "ok", "prompt": "fine"}, emoji]),
+    )
+    rows, metrics, _ = run(tmp_path, heads["bert-classifier"], "classify", texts, "task.sort_by_length=false")
+    assert {r["id"] for r in rows} == {"emoji", "ok"} and metrics["num_samples"] == 2

@@ -15,7 +15,7 @@ from omnirun.config import GenerationConfig, TaskConfig
 from omnirun.inputs import Record
 from omnirun.results.writer import ResultWriter
 from omnirun.tasks import batching
-from omnirun.tasks.base import TaskContext
+from omnirun.tasks.base import UNEXPLAINED_LIMIT, TaskContext
 from omnirun.tasks.generate import run_generate
 
 from unit.conftest import FakeEngine
@@ -88,12 +88,47 @@ def test_a_record_that_breaks_its_batch_becomes_its_own_error_row(tmp_path: Path
 
 
 def test_a_failure_no_record_escapes_stops_the_run(tmp_path: Path, progress: Any) -> None:
+    """Three different records failing alone before any success, for no reason their inputs give: a broken
+    model, so the run stops (rather than writing an error row for every record)."""
+
     def fail(texts: list[str]) -> None:
         raise RuntimeError("shape mismatch")
 
     ctx = context(tmp_path, 2)
+    records = [Record(i, str(i), prompt=f"p{i}") for i in range(6)]
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_generate(FakeEngine(fail), [Record(0, "0", prompt="x"), Record(1, "1", prompt="y")], ctx, progress)  # type: ignore[arg-type]
+        run_generate(FakeEngine(fail), records, ctx, progress)  # type: ignore[arg-type]
+    assert ctx.unexplained == UNEXPLAINED_LIMIT
+
+
+@pytest.mark.parametrize("position", [0, 3, 5])
+def test_a_records_failure_is_its_own_wherever_it_sorts(tmp_path: Path, progress: Any, position: int) -> None:
+    """A record that fails alone is that record's error row whether it comes first, in the middle or last: the
+    cause decides, not the order (a failure before any success used to stop the run)."""
+
+    def fail(texts: list[str]) -> None:
+        if any(t == "poison" for t in texts):
+            raise ValueError("this prompt cannot be generated")
+
+    records = [Record(i, str(i), prompt="poison" if i == position else f"p{i}") for i in range(6)]
+    ctx = context(tmp_path, 1)
+    run_generate(FakeEngine(fail), records, ctx, progress)  # type: ignore[arg-type]
+    out = rows(tmp_path, ctx)
+    assert [r["error"] is not None for r in out] == [i == position for i in range(6)]
+
+
+def test_two_failing_records_of_a_tiny_input_are_error_rows(tmp_path: Path, progress: Any) -> None:
+    """Fewer than UNEXPLAINED_LIMIT records, all failing: nothing shows the model is broken, so they are rows."""
+
+    def fail(texts: list[str]) -> None:
+        raise ValueError("bad prompt")
+
+    ctx = context(tmp_path, 1)
+    run_generate(FakeEngine(fail), [Record(0, "0", prompt="x"), Record(1, "1", prompt="y")], ctx, progress)  # type: ignore[arg-type]
+    assert [r["error"] for r in rows(tmp_path, ctx)] == [
+        "record 0: ValueError: bad prompt",
+        "record 1: ValueError: bad prompt",
+    ]
 
 
 def test_ctrl_c_writes_the_finished_records_of_the_current_window(tmp_path: Path, progress: Any) -> None:

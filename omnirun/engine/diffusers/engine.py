@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-from omnirun import hardware
+from omnirun import hardware, rundir
 from omnirun.choices import Backend
 from omnirun.config import (
     Device,
@@ -167,7 +167,7 @@ class DiffusersEngine(ConvenienceAPI):
         start = time.perf_counter()
         images = self.pipe(**kwargs).images
         seconds = time.perf_counter() - start
-        return [Answer({}, images={"images": [image]}, e2e_s=seconds) for image in images]
+        return [Answer({}, images={rundir.IMAGES: [image]}, e2e_s=seconds) for image in images]
 
     def parameters(self) -> ParameterCount | None:
         if self.pipe is None:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
+from omnirun import rundir
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
 from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
@@ -186,7 +187,7 @@ def answer(task: TaskName, out: Any) -> Answer:
         return Answer({"boxes": boxes})
     if task == TaskName.segment:
         labels = [str(s["label"]) for s in out]
-        return Answer({"labels": labels}, images={"masks": [s["mask"] for s in out]})
+        return Answer({"labels": labels}, images={rundir.MASKS: [s["mask"] for s in out]})
     raise ValueError(f"no pipeline answer for task={task}")
 
 
