@@ -35,6 +35,7 @@ from omnirun.choices import (
     TaskName,
 )
 from omnirun.errors import ConfigError
+from omnirun.plugins import Capability
 from omnirun.task_config import TaskConfig as TaskConfig  # re-exported: the task group's base schema
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -343,6 +344,11 @@ class RunConfig:
             raise ConfigError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.output.push_to_hub and not self.output.dataset:
             raise ConfigError("output.push_to_hub needs output.dataset=true (the dataset is what gets pushed)")
+        if self.generation.response_format is not None and plugins.task(self.task.name).needs != Capability.generate:
+            raise ConfigError(
+                f"generation.response_format constrains generated text and task={self.task.name} does not apply it; "
+                "use it with task=generate, chat, batch or stream (or unset it)"
+            )
         if self.task.name == TaskName.stream and self.generation.num_beams > 1:
             raise ConfigError(
                 f"task=stream cannot use beam search (generation.num_beams={self.generation.num_beams}); "

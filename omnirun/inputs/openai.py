@@ -82,6 +82,10 @@ def from_openai_request(obj: dict[str, Any]) -> tuple[dict[str, Any], str | None
     return record, None
 
 
+EMBEDDINGS_BODY_KEYS = frozenset({"input", "model", "encoding_format", "user"})
+"""The embeddings request fields omnirun honours (`model` names the served model; `user` is informational)."""
+
+
 def from_task_request(url: str, body: dict[str, Any], record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """An embeddings, score or rerank request as a record of its task's fields."""
     if url == EMBEDDINGS_URL:
@@ -91,6 +95,9 @@ def from_task_request(url: str, body: dict[str, Any], record: dict[str, Any]) ->
         record["texts" if isinstance(value, list) else "prompt"] = value
         if body.get("encoding_format", "float") != "float":
             return record, "body.encoding_format: only 'float' is supported"
+        extra = sorted(set(body) - EMBEDDINGS_BODY_KEYS)
+        if extra:  # e.g. `dimensions`: the model's full vector would be returned as if it were honoured
+            return record, f"body.{extra[0]} is not supported (omnirun returns the model's full embedding)"
     elif url == SCORE_URL:
         record["query"], docs = body.get("text_1"), body.get("text_2")
         record["documents"] = [docs] if isinstance(docs, str) else docs

@@ -241,11 +241,27 @@ def make_task_record(index: int, default_id: str, obj: dict[str, Any], id_field:
             record.prompt = value
         else:
             record.fields[name] = value
+    record.error = check_top_n(record.fields)
+    if record.error:
+        return record
     texts = values.get("texts")
     if texts is not None and "prompt" in spec.names:
         record.error = check_field("texts", texts)
         record.fields["texts"] = texts
     return record
+
+
+def check_top_n(fields: dict[str, Any]) -> str | None:
+    """rerank's `top_n`: an integer from 1 to the number of documents (0, -1 or 10**9 would be silently
+    ignored or cut)."""
+    top_n = fields.get("top_n")
+    if top_n is None:
+        return None
+    docs = fields.get("documents")
+    count = len(docs) if isinstance(docs, list) else 0
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= count:
+        return f"'top_n' must be an integer from 1 to the number of documents ({count}), got {top_n!r}"
+    return None
 
 
 def check_field(name: str, value: Any) -> str | None:

@@ -108,3 +108,32 @@ def test_task_options_are_checked(task: str, key: str, value: object) -> None:
     """Each task's own options (its spec's config class) in range; one line naming the key."""
     with pytest.raises(ConfigError, match=f"task.{key}"):
         task_config(task, **{key: value})
+
+
+@pytest.mark.parametrize("top_n", [-1, 0, 3, 10**9, True, 1.5, "2"])
+def test_rerank_top_n_outside_one_to_the_document_count_is_an_error_record(top_n: object) -> None:
+    """0, -1 or 10**9 used to be accepted (ignored or cut silently)."""
+    bad = record(TaskName.rerank, {"query": "q", "documents": ["a", "b"], "top_n": top_n})
+    assert "'top_n' must be an integer from 1 to the number of documents (2)" in must(bad.error)
+    via_openai = record(TaskName.rerank, request("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": top_n}))
+    assert "'top_n' must be an integer from 1 to the number of documents (1)" in must(via_openai.error)
+    assert record(TaskName.rerank, {"query": "q", "documents": ["a", "b"], "top_n": 2}).error is None
+
+
+def test_an_embeddings_request_option_omnirun_would_ignore_is_an_error_record() -> None:
+    """`dimensions` asks for a shortened vector; answering with the full one would be a silent wrong answer."""
+    asked = record(TaskName.embed, request("/v1/embeddings", {"input": "x", "dimensions": 8}))
+    assert "body.dimensions is not supported" in must(asked.error)
+    fine = record(TaskName.embed, request("/v1/embeddings", {"input": "x", "encoding_format": "float", "user": "u"}))
+    assert fine.error is None
+
+
+def test_response_format_is_refused_where_nothing_applies_it() -> None:
+    from omnirun.config import GenerationConfig, RunConfig
+
+    fmt = {"type": "json_object"}
+    RunConfig(generation=GenerationConfig(response_format=fmt)).validate()  # generate applies it
+    for task in ("caption", "embed", "score", "export"):
+        cfg = RunConfig(generation=GenerationConfig(response_format=fmt), task=task_config(task))
+        with pytest.raises(ConfigError, match=f"generation.response_format .* task={task} does not apply it"):
+            cfg.validate()
