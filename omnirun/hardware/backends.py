@@ -86,19 +86,25 @@ def explicit(spec: BackendSpec, asked: BackendRequest, claimer: BackendSpec | No
     if claimer is not None and claimer is not spec:
         problem = claimer.problem(asked)
         raise ConfigError(problem or f"the model runs on the {claimer.name} backend only, not {spec.name}; use auto")
-    others = [s.name for s in by_priority(plugins.backends().values()) if s is not spec and serves(s, asked)]
     lacking = missing(spec, asked.needs, asked.task)
     if lacking:
         can = " and ".join(CAPABILITY_WORDS[c] for c in sorted(spec.capabilities))
+        others = alternatives(spec, asked)
         instead = f" (here: {', '.join(others)})" if others else ""
         raise ConfigError(
             f"hardware.backend={spec.name} runs {can} only, not task={asked.task}; use hardware.backend=auto{instead}"
         )
     problem = unhonoured(spec, asked) or spec.problem(asked)
     if problem:
+        others = alternatives(spec, asked)
         instead = f" (here: {' or '.join(f'hardware.backend={name}' for name in others)})" if others else ""
         raise ConfigError(f"hardware.backend={spec.name}: {problem}; use hardware.backend=auto{instead}")
     return spec.name, f"{spec.name} as requested"
+
+
+def alternatives(spec: BackendSpec, asked: BackendRequest) -> list[str]:
+    """The other backends that could run this request (asked only when refusing `spec`)."""
+    return [s.name for s in by_priority(plugins.backends().values()) if s is not spec and serves(s, asked)]
 
 
 def serves(spec: BackendSpec, asked: BackendRequest) -> bool:
