@@ -93,6 +93,13 @@ class EmbeddingsFormat(StrEnum):
     npy = "npy"
 
 
+class Reasoning(StrEnum):
+    auto = "auto"
+    keep = "keep"
+    split = "split"
+    strip = "strip"
+
+
 class TemplateMode(StrEnum):
     auto = "auto"
     always = "always"

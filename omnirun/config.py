@@ -32,6 +32,7 @@ from omnirun.choices import (
     ModelType,
     OnError,
     Quantization,
+    Reasoning,
     TaskName,
 )
 from omnirun.errors import ConfigError
@@ -184,6 +185,11 @@ class GenerationConfig:
     response_format: Any = None
     """Constrained output, as in OpenAI's API: `{type: json_object}`, `{type: json_schema, json_schema: {name,
     schema, strict}}` or `{type: regex, pattern: ...}`; null: free text (see omnirun/structured.py)."""
+    reasoning: Reasoning = Reasoning.auto
+    """A reasoning model's thinking (`<think>...</think>` and the family's other delimiters): `split` writes it to
+    the row's `reasoning` field and the answer to `output`; `strip` drops it; `keep` leaves the text as generated;
+    `auto` is `split` for a model whose chat template has a thinking block, else `keep` (see omnirun/reasoning.py).
+    A response_format applies to the answer, after the thinking ends."""
 
     def validate(self, prefix: str = "generation.") -> None:
         """Raise ConfigError (a ValueError) naming the parameter and the value when one is out of range."""

@@ -99,6 +99,15 @@ class ResultRow:
     """task=transcribe / audio_classify: the input's duration in seconds."""
     denoising_steps: int | None = None
     """task=image: the denoising steps run for this record."""
+    reasoning: str | None = None
+    """A reasoning model's thinking, split from `output` (`generation.reasoning=split`); written only when set."""
+    reasoning_tokens: int | None = None
+    """The output tokens spent thinking (part of `output_tokens`); written only when the output was split."""
+    fields: dict[str, Any] | None = None
+    """The input record's other fields (not model inputs: a reference answer, a category, a source id), written
+    under `fields` so that a run directory can be scored later (`task=score`), joined by nothing."""
+    scores: dict[str, Any] | None = None
+    """`task.score` on a generation run, or task=score: this row's `{metric: value}`."""
 
     @property
     def ok(self) -> bool:
@@ -117,6 +126,13 @@ class ResultRow:
         out["error"] = self.error
         if self.token_times_ms is not None:
             out["token_times_ms"] = self.token_times_ms
+        return self._carried(out)
+
+    def _carried(self, out: dict[str, Any]) -> dict[str, Any]:
+        """The optional fields every kind of row may carry, last, only when set."""
+        for name in ("reasoning", "reasoning_tokens", "fields", "scores"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     def _task_json(self, out: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +144,7 @@ class ResultRow:
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         out["input_tokens"], out["e2e_ms"], out["error"] = self.input_tokens, self.e2e_ms, self.error
-        return out
+        return self._carried(out)
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> ResultRow:
@@ -209,8 +225,11 @@ class RunMetrics:
     """transcribe, audio_classify: audio seconds processed per second of generation_s (>1: faster than real time)."""
     s_per_denoising_step: float | None = None
     """task=image: generation_s / the denoising steps run over all records."""
+    reasoning_tokens: int | None = None
+    """Output tokens spent thinking, over the rows whose output was split (`generation.reasoning`); null when none
+    was."""
     scores: dict[str, Any] | None = None
-    """task=score: `{metric: {mean, stderr, n, aggregate}}` (`omnirun.scoring.ScoreSummary`: the mean of the rows'
+    """task=score, or `task.score` on a generation run: `{metric: {mean, stderr, n, aggregate}}` (`omnirun.scoring.ScoreSummary`: the mean of the rows'
     scores, or the corpus score for bleu / chrf; stderr by seeded bootstrap), with `by_group`; null otherwise."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
@@ -247,6 +266,7 @@ class RunMetrics:
             audio_s=obj.get("audio_s"),
             real_time_factor=obj.get("real_time_factor"),
             s_per_denoising_step=obj.get("s_per_denoising_step"),
+            reasoning_tokens=obj.get("reasoning_tokens"),
             scores=obj.get("scores"),
             schema_version=obj.get("schema_version", SCHEMA_VERSION),
             error=obj.get("error"),
