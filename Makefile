@@ -4,10 +4,12 @@ PY := $(VENV)/bin/python
 ARGS ?=
 # LLAMA_CPP=1 builds the optional llama.cpp backend too (see README, Backends).
 LLAMA_CPP ?= 0
+# RAY=1 installs Ray Data for cluster=ray (see README, On a Ray cluster).
+RAY ?= 0
 
 .PHONY: setup run test test-fast lint typecheck bench lock
 setup:
-	@LLAMA_CPP=$(LLAMA_CPP) bash scripts/setup.sh
+	@LLAMA_CPP=$(LLAMA_CPP) RAY=$(RAY) bash scripts/setup.sh
 
 run: setup
 	$(PY) -m omnirun $(ARGS)

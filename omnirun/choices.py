@@ -94,10 +94,13 @@ class EmbeddingsFormat(StrEnum):
 
 
 class Reasoning(StrEnum):
+    """generation.reasoning. OmegaConf matches a value to a member by name, so the members are named as the
+    values are, although `split` and `strip` shadow str's methods on the members (mypy's two ignores)."""
+
     auto = "auto"
     keep = "keep"
-    split = "split"
-    strip = "strip"
+    split = "split"  # type: ignore[assignment]
+    strip = "strip"  # type: ignore[assignment]
 
 
 class TemplateMode(StrEnum):

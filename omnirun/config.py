@@ -35,9 +35,11 @@ from omnirun.choices import (
     Reasoning,
     TaskName,
 )
+from omnirun.cluster.config import ClusterConfig
 from omnirun.errors import ConfigError
 from omnirun.plugins import Capability
 from omnirun.task_config import TaskConfig as TaskConfig  # re-exported: the task group's base schema
+from omnirun.task_config import of_task_class
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -327,6 +329,8 @@ class RunConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Where the records are processed: this machine (`cluster=local`) or a Ray cluster (`cluster=ray`)."""
     seed: int = 0
     """Seed for every random generator (sampling is reproducible with a fixed seed)."""
     resume: str | None = None
@@ -342,10 +346,12 @@ class RunConfig:
         self.model.validate()
         self.hardware.validate()
         self.generation.validate()
+        self.task = of_task_class(self.task)  # RunConfig() holds the base class; task=<name> its own
         self.task.validate()
         self.input.validate()
         self.benchmark.validate()
         self.tracking.validate()
+        self.cluster.validate()
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.output.push_to_hub and not self.output.dataset:

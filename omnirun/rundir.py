@@ -237,8 +237,9 @@ def sweep_jobs(sweep: Path) -> list[RunDir]:
 
 # ------------------------------------------------------------------------------------------------- resume
 def config_hash(cfg: Any) -> str:
-    """sha256 of what determines a run's outputs: the config without resume/debug/progress switches and
-    without output.root (a moved output folder is the same job)."""
+    """sha256 of what determines a run's outputs: the config without resume/debug/progress switches,
+    without output.root (a moved output folder is the same job) and without `cluster` (a run started on a Ray
+    cluster may be resumed on one machine, and the reverse: the rows are the same)."""
     from omnirun.config import OutputConfig
 
     same = replace(
@@ -249,7 +250,9 @@ def config_hash(cfg: Any) -> str:
         task=replace(cfg.task, progress=True),
         output=OutputConfig(),
     )
-    return hashlib.sha256(json.dumps(to_jsonable(same), sort_keys=True, default=str).encode()).hexdigest()
+    fields = to_jsonable(same)
+    fields.pop("cluster", None)  # where the records run (cluster=local|ray) does not change a row
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def check_same_job(run: RunDir, config_sha: str, fingerprint: str | None, force: bool) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from omnirun import distributed, hardware, inputs, plugins, rundir, tracking
+from omnirun.cluster import ClusterKind
 from omnirun.config import RunConfig
 from omnirun.confstore import load_saved
 from omnirun.engine.base import Engine
@@ -31,8 +32,9 @@ class Checked:
 
     data: inputs.Inputs
     info: hardware.HardwareInfo
-    engine: Engine
-    """Built, not loaded: the device is resolved and the backend chosen, once."""
+    engine: Engine | None
+    """Built, not loaded: the device is resolved and the backend chosen, once. None under `cluster=ray` when this
+    machine cannot place the model itself (a CPU head node of a GPU cluster): each worker builds its own."""
 
 
 def check(cfg: RunConfig) -> Checked:
@@ -51,7 +53,25 @@ def check(cfg: RunConfig) -> Checked:
         raise InputError("input.on_error=fail and the input has bad records: " + "; ".join(data.problems[:20]))
     check_output_root(cfg.output.root)
     info = hardware.detect()
+    if cfg.cluster.name == ClusterKind.ray:
+        from omnirun.cluster import ray_run
+
+        ray_run.check(cfg, data)
+        return Checked(data, info, driver_engine(cfg, info))
     return Checked(data, info, build_engine(cfg, info))
+
+
+def driver_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine | None:
+    """Under cluster=ray: the engine built here, so that a model or task the workers would refuse fails before
+    the cluster starts; None when only the cluster's nodes can place it (`cluster.address` set and this machine
+    lacks what the request needs, such as a GPU)."""
+    try:
+        return build_engine(cfg, info)
+    except ConfigError as exc:
+        if cfg.cluster.address is None:
+            raise
+        log.info("this machine cannot place the model (%s); the cluster's workers will", exc)
+        return None
 
 
 def check_output_root(root: str) -> None:
@@ -88,8 +108,14 @@ def run(
         skipped, window = prepare_resume(cfg, run, data, config_sha)
     elif main:
         run.write_start(resolved_yaml, overrides)
-    job = Job(cfg, run, engine, data, checked.info, config_sha, started, skipped, rank, window)
-    result = TASKS[cfg.task.name](job)
+    if cfg.cluster.name == ClusterKind.ray:
+        from omnirun.cluster import ray_run
+
+        result = ray_run.run(cfg, run, data, config_sha, started, skipped, window)
+    else:
+        assert engine is not None  # built by `check` unless the run goes to a Ray cluster
+        job = Job(cfg, run, engine, data, checked.info, config_sha, started, skipped, rank, window)
+        result = TASKS[cfg.task.name](job)
     if not main:
         return result
     run.write_metrics(result)

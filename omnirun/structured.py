@@ -90,12 +90,23 @@ def schema_of(fmt: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 @functools.lru_cache(maxsize=256)
-def grammar(key: str) -> str:
-    """The llguidance grammar for the format whose `canonical` JSON is `key` (ValueError when malformed)."""
+def grammar(key: str, after: str | None = None) -> str:
+    """The llguidance grammar for the format whose `canonical` JSON is `key` (ValueError when malformed). With
+    `after` (a reasoning model's closing thinking delimiter, `omnirun.reasoning`), the format applies to the
+    answer only: any text up to the first `after` comes first (the thinking, free), then optional whitespace,
+    then the format."""
     from llguidance import LLMatcher
 
     fmt = json.loads(key)
     schema = schema_of(fmt)
+    if after is not None:
+        if schema is None:
+            answer = "/" + fmt["pattern"].replace("/", "\\/") + "/"
+        else:
+            answer = "%json " + json.dumps({"x-guidance": JSON_OPTIONS, **schema})
+        close = re.escape(after).replace("/", "\\/")
+        lark = f"start: think gap answer\nthink[lazy]: /(?s:.*){close}/\ngap: /[ \\t\\r\\n]*/\nanswer: {answer}\n"
+        return str(LLMatcher.grammar_from_lark(lark))
     if schema is None:
         return str(LLMatcher.grammar_from_regex(fmt["pattern"]))
     return str(LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS))  # type: ignore[arg-type]
@@ -118,6 +129,9 @@ def compile_problem(key: str) -> str | None:
     except ValueError as exc:
         message = str(exc)
     if not message:
+        if never_matches(grammar(key)):
+            what = f"pattern {fmt['pattern']!r}" if schema is None else "the schema"
+            return f"{what} can never be matched: no output satisfies it; fix the {what.split()[0]}"
         return None
     if schema is None:
         return (
@@ -125,6 +139,62 @@ def compile_problem(key: str) -> str | None:
             "without look-around or back-references"
         )
     return f"the schema cannot be enforced by the constrained decoder ({short(message)}); simplify the schema"
+
+
+SEARCH_STATES = 4096
+"""How many prefixes `never_matches` may make before it gives up (and lets the format through)."""
+
+
+def never_matches(compiled: str) -> bool:
+    """Whether no text at all satisfies the grammar `compiled` (a regex such as `[^\\s\\S]`, or `a` followed by
+    one): a depth-first search over byte prefixes, through llguidance's own matcher on a byte-level vocabulary,
+    for a prefix the grammar accepts. True only when every branch died; a grammar too wide to exhaust within
+    SEARCH_STATES prefixes counts as satisfiable (`\\w+[^\\s\\S]` is not caught: its first part never ends)."""
+    import numpy as np
+    from llguidance import LLMatcher
+
+    stack = [LLMatcher(byte_tokenizer(), compiled, log_level=0)]
+    words = (BYTE_EOS + 1 + 31) // 32
+    made = 1
+    while stack:
+        matcher = stack.pop()
+        if matcher.is_error():
+            continue
+        if matcher.is_accepting():
+            return False
+        bits = np.zeros(words, dtype=np.int32)
+        matcher.unsafe_compute_mask_ptr(bits.ctypes.data, words * 4)
+        allowed = np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little")[:BYTE_EOS])
+        made += len(allowed)
+        if made > SEARCH_STATES:
+            return False  # too wide to exhaust: assume some text satisfies it
+        for byte in allowed[::-1]:  # the lowest byte is explored first
+            child = matcher.deep_copy()
+            if child.consume_token(int(byte)):
+                stack.append(child)
+    return True
+
+
+BYTE_EOS = 256
+"""The end-of-sequence id of `byte_tokenizer` (ids 0-255 are the bytes)."""
+
+
+@functools.cache
+def byte_tokenizer() -> Any:
+    """An llguidance tokenizer whose tokens are the 256 bytes and an end-of-sequence token."""
+    from llguidance import LLTokenizer, TokenizerWrapper
+
+    class Bytes:
+        eos_token_id, bos_token_id = BYTE_EOS, None
+
+        def __init__(self) -> None:
+            self.tokens = [bytes([i]) for i in range(256)] + [b"</s>"]
+            self.special_token_ids = [BYTE_EOS]
+
+        def __call__(self, text: str | bytes) -> list[int]:
+            return list(text.encode() if isinstance(text, str) else text)
+
+    return LLTokenizer(TokenizerWrapper(Bytes()))
 
 
 def schema_problem(schema: Mapping[str, Any]) -> str | None:
@@ -162,30 +232,31 @@ class Grammars:
         self.tokenizer = tokenizer
         """An `llguidance.LLTokenizer`."""
         self.eos = frozenset(int(t) for t in eos)
-        self.compiled: dict[str, Any] = {}
-        """canonical format -> template matcher, or the error message it failed with."""
+        self.compiled: dict[tuple[str, str | None], Any] = {}
+        """(canonical format, thinking delimiter) -> template matcher, or the error message it failed with."""
 
-    def matcher(self, fmt: Mapping[str, Any]) -> Any:
-        """A fresh matcher for `fmt`; FormatError when it does not compile."""
+    def matcher(self, fmt: Mapping[str, Any], after: str | None = None) -> Any:
+        """A fresh matcher for `fmt` (applied after the closing thinking delimiter `after`, when given);
+        FormatError when it does not compile."""
         from llguidance import LLMatcher
 
         key = canonical(fmt)
-        template = self.compiled.get(key)
+        template = self.compiled.get((key, after))
         if template is None:
             try:
-                template = LLMatcher(self.tokenizer, grammar(key), log_level=0)
+                template = LLMatcher(self.tokenizer, grammar(key, after), log_level=0)
                 if template.is_error():
                     template = short(template.get_error())
             except ValueError as exc:
                 template = short(str(exc))
-            self.compiled[key] = template
+            self.compiled[(key, after)] = template
         if isinstance(template, str):
             raise FormatError(f"response_format {fmt['type']} cannot be compiled: {template}")
         return template.deep_copy()
 
-    def rows(self, formats: Sequence[Mapping[str, Any] | None]) -> RowConstraints:
-        """A matcher for each row with a format (None for free rows)."""
-        matchers = [None if f is None else self.matcher(f) for f in formats]
+    def rows(self, formats: Sequence[Mapping[str, Any] | None], after: str | None = None) -> RowConstraints:
+        """A matcher for each row with a format (None for free rows); `after`: see `matcher`."""
+        matchers = [None if f is None else self.matcher(f, after) for f in formats]
         return RowConstraints(matchers, self.eos, int(self.tokenizer.vocab_size))
 
 

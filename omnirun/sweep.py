@@ -66,9 +66,20 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row["max_rss_mb"] = metrics.memory.max_rss_mb
         if metrics.benchmark is not None:
             row.update(to_jsonable(metrics.benchmark))
+        row.update(score_columns(metrics.scores))
         row["error"] = redact(metrics.error) if metrics.error else None
         rows.append(row)
     return rows
+
+
+def score_columns(scores: dict[str, Any] | None) -> dict[str, Any]:
+    """`score_<metric>` (the mean, or the corpus score) and `score_<metric>_stderr` for each metric a job scored
+    (`task.score` or task=score), so a sweep shows quality beside speed."""
+    out: dict[str, Any] = {}
+    for name, summary in ((scores or {}).get("scores") or {}).items():
+        out[f"score_{name}"] = summary.get("mean")
+        out[f"score_{name}_stderr"] = summary.get("stderr")
+    return out
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:

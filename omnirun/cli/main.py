@@ -174,6 +174,10 @@ def execute(cfg: RunConfig, resolved: str, overrides: list[str], sweep_job: Path
     rank = distributed.current()
     if rank is not None and (sweep_job is not None or cfg.resume is not None or str(cfg.task.name) == "benchmark"):
         report_and_exit(ConfigError("a data-parallel launch runs one job: no sweep, resume or task=benchmark"), None)
+    if rank is not None and str(cfg.cluster.name) != "local":
+        report_and_exit(
+            ConfigError(f"cluster={cfg.cluster.name} runs from one process; launch it without torchrun"), None
+        )
     run: rundir.RunDir | None = None
     lock: RunLock | None = None
     try:

@@ -10,7 +10,7 @@ from omnirun.config import RunConfig, TaskConfig
 from omnirun.errors import ConfigError, first_line
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
-GROUPS = ("model", "hardware", "generation", "task", "tracking")
+GROUPS = ("model", "hardware", "generation", "task", "tracking", "cluster")
 
 
 def preflight(overrides: list[str]) -> Any:

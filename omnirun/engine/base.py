@@ -42,6 +42,12 @@ class Completion:
     empty under beam search)."""
     token_ids: list[int] = field(default_factory=list)
     """The generated token ids (what `output_tokens` counts)."""
+    reasoning: str | None = None
+    """The thinking a server returned apart from the answer (`reasoning_content`, as vLLM's reasoning parsers
+    send it); None when it returned none (a local backend's thinking is in `text`: `omnirun.reasoning`)."""
+    reasoning_tokens: int | None = None
+    """The output tokens of `reasoning` (the server's `completion_tokens_details.reasoning_tokens`, else one per
+    streamed piece of thinking)."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from omnirun.errors import InputError
 from omnirun.inputs import compressed, openai
 from omnirun.inputs.compressed import ArrayError, BrokenStream, NotAnArray, TooLong, iter_array
 from omnirun.inputs.guard import guarded
-from omnirun.inputs.records import Record, Records, fill_template, make_record, unencodable
+from omnirun.inputs.records import Record, Records, carried_fields, fill_template, make_record, unencodable
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
@@ -178,6 +178,8 @@ def object_record(
         record.error = unencodable(record.prompt, *texts_of(record.fields))
     if record.error:
         record.error = f"{where}: {record.error}"
+    consumed = [cfg.id_field, cfg.field, cfg.messages_field, *(spec.names if spec else ())]
+    record.carried = carried_fields(obj, consumed, cfg.template)
     return record
 
 

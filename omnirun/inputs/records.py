@@ -40,6 +40,9 @@ class Record:
     as its `InputSpec` names them."""
     url: str | None = None
     """The OpenAI batch endpoint the request line named (`/v1/embeddings`, ...)."""
+    carried: dict[str, Any] | None = None
+    """The record's other fields, which are not model inputs (a reference answer, a category, a source id):
+    written into its row under `fields` (`carried_fields`)."""
 
 
 TEXT_FIELDS = frozenset({"prompt", "text_pair", "question", "context", "query", "negative_prompt"})
@@ -305,6 +308,46 @@ def check_messages(messages: Any) -> str | None:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             return f"'messages[{i}]' must be an object with string 'role' and 'content'"
     return None
+
+
+INPUT_KEYS = frozenset({"prompt", "messages", "generation", "template", *PROMPT_ALIASES, "texts"})
+"""Keys an input record uses as model inputs or settings in every task (a task's own fields aside)."""
+
+
+def carried_fields(obj: dict[str, Any], consumed: Iterable[str], template: str | None = None) -> dict[str, Any] | None:
+    """The fields of input object `obj` that are not model inputs: not the id, the prompt or messages (under any
+    configured name, `consumed`), a generation override, the columns `template` fills, or a task's fields. They
+    travel into the record's row, so a run can be scored later against a reference the input carried. Only
+    JSON values travel (a dataset's decoded image column does not); None when there are none. An OpenAI batch
+    request carries nothing (its line is the request)."""
+    if openai.is_openai_request(obj):
+        return None
+    skip = {*INPUT_KEYS, *GENERATION_KEYS, *consumed, *template_fields(template)}
+    out = {k: v for k, v in obj.items() if k not in skip and is_json_value(v)}
+    return out or None
+
+
+def template_fields(template: str | None) -> set[str]:
+    """The column names `input.template` fills (`{question}` → question)."""
+    if template is None:
+        return set()
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:
+        return set()
+
+
+def is_json_value(value: Any, depth: int = 0) -> bool:
+    """A plain JSON value (str, number, bool, null, or lists and objects of them), at most 32 levels deep."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if depth > 32:
+        return False
+    if isinstance(value, list):
+        return all(is_json_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_value(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def sha256(data: bytes) -> str:

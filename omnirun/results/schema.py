@@ -229,8 +229,9 @@ class RunMetrics:
     """Output tokens spent thinking, over the rows whose output was split (`generation.reasoning`); null when none
     was."""
     scores: dict[str, Any] | None = None
-    """task=score, or `task.score` on a generation run: `{metric: {mean, stderr, n, aggregate}}` (`omnirun.scoring.ScoreSummary`: the mean of the rows'
-    scores, or the corpus score for bleu / chrf; stderr by seeded bootstrap), with `by_group`; null otherwise."""
+    """task=score, or `task.score` on a generation run: `{scores: {metric: {mean, stderr, n, aggregate}}, by_group,
+    rows, errors}` (`omnirun.scoring.ScoreSummary`: the mean of the rows' scores, or the corpus score for bleu /
+    chrf; stderr by seeded bootstrap); null otherwise."""
     schema_version: int = SCHEMA_VERSION
     error: str | None = None
 
@@ -321,6 +322,7 @@ def summarize(
         e2e_ms=totals.e2e_ms.stats(),
         memory=memory,
         resumed_records=resumed_records,
+        reasoning_tokens=totals.reasoning_tokens,
         error=error,
     )
     if totals.valid:

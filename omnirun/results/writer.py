@@ -146,6 +146,8 @@ class RunTotals:
     e2e_ms: Distribution = field(default_factory=Distribution)
     valid: dict[str, list[int]] = field(default_factory=dict)
     """Per format type: [outputs that follow their response_format, outputs asked for one]."""
+    reasoning_tokens: int | None = None
+    """Output tokens spent thinking, over the rows whose thinking was split off (None: no such row)."""
 
     def add(self, row: ResultRow) -> None:
         self.num_samples += 1
@@ -159,6 +161,8 @@ class RunTotals:
         if row.audio_s is not None:
             self.audio_s = (self.audio_s or 0) + row.audio_s
         self.denoising_steps += row.denoising_steps or 0
+        if row.reasoning_tokens is not None:
+            self.reasoning_tokens = (self.reasoning_tokens or 0) + row.reasoning_tokens
         fmt = row.response_format
         if fmt is not None and fmt.get("type") not in (None, "text") and row.output is not None:
             count = self.valid.setdefault(str(fmt["type"]), [0, 0])
@@ -174,6 +178,8 @@ class RunTotals:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.audio_s is not None:
             self.audio_s = (self.audio_s or 0) + other.audio_s
+        if other.reasoning_tokens is not None:
+            self.reasoning_tokens = (self.reasoning_tokens or 0) + other.reasoning_tokens
         self.task_rows = self.task_rows or other.task_rows
         for kind, (valid, total) in other.valid.items():
             count = self.valid.setdefault(kind, [0, 0])

@@ -36,6 +36,8 @@ class RowContext:
     tolerance: float = 0.0
     pattern: re.Pattern[str] | None = None
     schema: dict[str, Any] | None = None
+    judge: Any = None
+    """The `judge` metric's `omnirun.scoring.judge.Judge` (None: not asked for)."""
 
 
 RowFn = Callable[[str, Sequence[str], RowContext], float]
@@ -195,6 +197,12 @@ def sacrebleu_sentence(name: str) -> RowFn:
     return row
 
 
+def judged(output: str, references: Sequence[str], ctx: RowContext) -> float:
+    """The judge model's score (`omnirun.scoring.judge`; the judgment is cached)."""
+    assert ctx.judge is not None, "the judge metric needs task.judge"
+    return float(ctx.judge.score(output, references))
+
+
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -224,6 +232,7 @@ METRICS: dict[str, MetricSpec] = {
         ),
         MetricSpec("regex_match", regex_match, needs_reference=False, help="task.pattern matches the output"),
         MetricSpec("numeric", numeric, help="first number within task.tolerance of the reference's"),
+        MetricSpec("judge", judged, help="a judge model's score (task.judge.model, rubric and pattern)"),
     )
 }
 

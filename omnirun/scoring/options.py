@@ -47,11 +47,19 @@ class ScoreOptions:
     """Bootstrap resamples for each stderr (0: no stderr)."""
     seed: int = 0
     """Seeds the bootstrap, so the same rows give the same stderr."""
+    metrics_key: str = "task.metrics"
+    """The config key that lists the metrics, for errors (`task.score` on a generation task)."""
+    judge: Any = None
+    """The `judge` metric's `JudgeConfig` (None: no judge)."""
 
     def validate(self) -> ScoreOptions:
         """These options with `normalize` as its enum; ConfigError on the first problem."""
         self.normalize = check_normalize(self.normalize)
-        check_metrics(self.metrics)
+        check_metrics(self.metrics, self.metrics_key)
+        if "judge" in self.metrics:
+            if self.judge is None:
+                raise ConfigError(f"{self.metrics_key} names judge and task.judge.model is unset; set it")
+            self.judge.validate()
         for key in ("output_field", "reference_field"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value:
@@ -83,7 +91,12 @@ class ScoreOptions:
     def context(self) -> RowContext:
         schema = self.schema if isinstance(self.schema, dict) else None
         pattern = re.compile(self.pattern) if self.pattern is not None else None
-        return RowContext(Normalize(self.normalize), float(self.tolerance), pattern, schema)
+        judge = None
+        if self.judge is not None and "judge" in self.metrics:
+            from omnirun.scoring.judge import Judge
+
+            judge = Judge(self.judge)
+        return RowContext(Normalize(self.normalize), float(self.tolerance), pattern, schema, judge)
 
     @property
     def extract_pattern(self) -> re.Pattern[str] | None:
@@ -98,18 +111,18 @@ def check_normalize(value: Normalize | str) -> Normalize:
         raise ConfigError(f"task.normalize must be one of {valid}, got {value!r}") from None
 
 
-def check_metrics(metrics: list[str]) -> None:
+def check_metrics(metrics: list[str], key: str = "task.metrics") -> None:
     valid = ", ".join(METRICS)
     if not isinstance(metrics, list | tuple) or not metrics:
-        raise ConfigError(f"task.metrics must be a non-empty list of metric names, got {metrics!r}; valid: {valid}")
+        raise ConfigError(f"{key} must be a non-empty list of metric names, got {metrics!r}; valid: {valid}")
     for name in metrics:
         if name not in METRICS:
-            raise ConfigError(f"task.metrics: unknown metric {name!r}; valid metrics: {valid}")
+            raise ConfigError(f"{key}: unknown metric {name!r}; valid metrics: {valid}")
         problem = missing_library(METRICS[name])
         if problem:
-            raise ConfigError(problem)
+            raise ConfigError(problem.replace("task.metrics", key, 1))
     if len(set(metrics)) != len(metrics):
-        raise ConfigError(f"task.metrics names a metric twice: {list(metrics)!r}; list each once")
+        raise ConfigError(f"{key} names a metric twice: {list(metrics)!r}; list each once")
 
 
 def compile_regex(key: str, value: str | None, *, groups: bool) -> None:

@@ -9,8 +9,9 @@ bootstrap standard error of that value (`omnirun.scoring.bootstrap`), None with 
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,31 +115,59 @@ class Scorer:
         self.extract = options.extract_pattern
         self.corpora = {spec.name: spec.corpus() for spec in options.specs if spec.corpus is not None}
 
+    def chunks(self, rows: Iterable[SourceRow]) -> Iterator[list[SourceRow]]:
+        """`rows` in lists as `score_many` takes them: a judge's batch, else one row each."""
+        size = self.options.judge.batch_size if self.context.judge is not None else 1
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, size)):
+            yield chunk
+
+    def close(self) -> None:
+        """Unload the judge model, if one was loaded, and close its cache."""
+        if self.context.judge is not None:
+            self.context.judge.close()
+
     def score(self, row: SourceRow) -> ScoredRow:
         """One row's scores, or its error row."""
+        return self.score_many([row])[0]
+
+    def score_many(self, rows: list[SourceRow]) -> list[ScoredRow]:
+        """Several rows' scores; a judge's missing judgments are generated for them in batches first."""
+        prepared = [self.prepare(row) for row in rows]
+        if self.context.judge is not None:
+            self.context.judge.prefetch((p, refs) for out, p, refs in prepared if out.error is None)
+        return [out if out.error is not None else self.finish(out, p, refs) for out, p, refs in prepared]
+
+    def prepare(self, row: SourceRow) -> tuple[ScoredRow, str, list[str]]:
+        """The row's output and references as they are scored (after `task.extract`), or its error row."""
         opts = self.options
         groups = {name: group_value(row.fields, name) for name in opts.group_by}
         out = ScoredRow(row.id, groups=groups, error=row.error)
         if out.error is not None:
-            return out
+            return out, "", []
         output = row.fields.get(opts.output_field)
         if not isinstance(output, str):
             found = "it is missing" if output is None else f"got {type(output).__name__}"
             out.error = f"output field {opts.output_field!r} must be a string; {found} (task.output_field)"
-            return out
+            return out, "", []
         out.output = output
         references: list[str] = []
         if opts.needs_reference:
             refs, problem = read_references(row.fields, opts.reference_field)
             if problem:
                 out.error = problem
-                return out
+                return out, "", []
             references = out.references = refs
         prediction = output
         if self.extract is not None:
             out.extracted = extract(output, self.extract)
             prediction = out.extracted or ""
             references = [extract(ref, self.extract) or ref for ref in references]
+        return out, prediction, references
+
+    def finish(self, out: ScoredRow, prediction: str, references: list[str]) -> ScoredRow:
+        """Every metric's score of a prepared row (a metric's RowProblem makes it an error row)."""
+        opts = self.options
         try:
             for spec in opts.specs:
                 out.scores[spec.name] = spec.row(prediction, references, self.context)
@@ -189,7 +218,10 @@ def corpus_statistic(corpus: Corpus) -> Statistic:
 def score_rows(rows: Iterable[SourceRow], options: ScoreOptions) -> tuple[list[ScoredRow], ScoreSummary]:
     """Every row's scores (error rows included, in order) and the summary."""
     scorer = Scorer(options)
-    scored = [scorer.score(row) for row in rows]
+    try:
+        scored = [one for chunk in scorer.chunks(rows) for one in scorer.score_many(chunk)]
+    finally:
+        scorer.close()
     return scored, scorer.summarize(scored)
 
 

@@ -169,8 +169,11 @@ def row_id(obj: dict[str, Any], id_field: str, lineno: int) -> str:
 
 
 def plain_row(obj: dict[str, Any], lineno: int, source: Source) -> SourceRow:
-    """A JSONL or outputs.jsonl row; an outputs.jsonl row whose record failed is an error row."""
-    row = SourceRow(row_id(obj, source.id_field, lineno), dict(obj), line=lineno)
+    """A JSONL or outputs.jsonl row; an outputs.jsonl row whose record failed is an error row. The fields its
+    input record carried (`fields`, see `ResultRow.fields`) are read as the row's own, the row's winning."""
+    carried = obj.get("fields")
+    flat = {**carried, **obj} if isinstance(carried, dict) else dict(obj)
+    row = SourceRow(row_id(obj, source.id_field, lineno), flat, line=lineno)
     if source.kind is SourceKind.run_dir and obj.get("error") is not None:
         row.error = f"the run could not answer this record: {str(obj['error'])[:200]}"
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO
 
@@ -50,6 +51,9 @@ class Job:
     rank: Rank | None = None
     window: int = 0
     """The batching window of an earlier attempt (a resumed run keeps it); 0 for a new run."""
+    summarize_scores: bool = True
+    """Score the run's outputs.jsonl into metrics.json at the end (`task.score`); false for a part of a run
+    (a cluster worker's batch), whose driver scores the whole run."""
 
     @property
     def main(self) -> bool:
@@ -107,6 +111,9 @@ class TaskContext:
     """Records that failed alone, before any record succeeded, for a reason their input does not explain."""
     model_s: float = 0.0
     """The summed wall time of the model's calls so far (`engine.generate` / `analyze`, a stream's tokens)."""
+    finish: Callable[[ResultRow, str | None], ResultRow] = field(default=lambda row, prompt: row)
+    """Applied to each generated row with its prompt text before it is written (`omnirun.tasks.finish`: the
+    thinking split from the answer, `task.score`)."""
 
     def __post_init__(self) -> None:
         self.window = self.window or self.batch_size * WINDOW_BATCHES
@@ -215,7 +222,7 @@ def row(
 ) -> ResultRow:
     """One outputs.jsonl line: the record's input and its completion, or its error; `params` (the record's
     generation settings) tell the metrics which output format it was asked for."""
-    base = ResultRow(id=record.id, prompt=record.prompt, messages=record.messages)
+    base = ResultRow(id=record.id, prompt=record.prompt, messages=record.messages, fields=record.carried)
     base.response_format = params.response_format if params is not None else None
     if completion is None:
         base.error = error
@@ -230,6 +237,7 @@ def row(
     base.tpot_ms = (completion.e2e_s - ttft) / (n - 1) * 1000 if ttft is not None and n > 1 else None
     base.e2e_ms = completion.e2e_s * 1000
     base.token_ids = completion.token_ids
+    base.reasoning, base.reasoning_tokens = completion.reasoning, completion.reasoning_tokens
     return base
 
 

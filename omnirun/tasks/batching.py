@@ -63,7 +63,7 @@ def run_window(
     for batch in plan_batches(runnable, lambda: ctx.batch_size, ctx.task.sort_by_length):
         results = generate_isolated(engine, batch, ctx)
         for item, completion, error in results:
-            done[item.record.index] = row(item.record, completion, error, item.params)
+            done[item.record.index] = ctx.finish(row(item.record, completion, error, item.params), item.text)
         progress.update(len(batch), sum(c.output_tokens for _, c, _ in results if c is not None))
 
 

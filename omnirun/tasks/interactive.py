@@ -69,10 +69,10 @@ def answer(engine: Engine, record: Record, ctx: TaskContext, seed: int) -> Resul
     """Stream the assistant's answer to `record`'s conversation."""
     assert record.messages is not None
     ctx.out.write("assistant> ")
+    prompt: str | None = None
     try:
-        stream = engine.stream_tokens(
-            engine.render_chat(record.messages), ctx.generation, add_special_tokens=False, seed=seed
-        )
+        prompt = engine.render_chat(record.messages)
+        stream = engine.stream_tokens(prompt, ctx.generation, add_special_tokens=False, seed=seed)
         for piece in stream:
             ctx.out.write(piece)
             ctx.out.flush()
@@ -81,4 +81,4 @@ def answer(engine: Engine, record: Record, ctx: TaskContext, seed: int) -> Resul
     finally:
         ctx.out.write("\n")
     assert stream.completion is not None
-    return row(record, stream.completion, None)
+    return ctx.finish(row(record, stream.completion, None), prompt)

@@ -12,15 +12,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from omnirun import distributed, rundir
-from omnirun.config import EmbeddingsFormat
+from omnirun.config import EmbeddingsFormat, RunConfig
 from omnirun.engine.base import Engine
 from omnirun.errors import ConfigError
 from omnirun.inputs import Record
+from omnirun.plugins import Capability
 from omnirun.results import timing
 from omnirun.results.schema import MemoryMetrics, RunMetrics, Status, summarize
 from omnirun.results.writer import ResultWriter, RunTotals
 from omnirun.tasks.analysis import write_embeddings_npy
 from omnirun.tasks.base import WINDOW_BATCHES, Job, Progress, TaskContext
+from omnirun.tasks.finish import row_finish, score_summary, scoring_of
 from omnirun.tasks.interactive import run_interactive_chat
 
 RecordsFn = Callable[[Engine, Iterable[Record], TaskContext, Progress], None]
@@ -41,15 +43,18 @@ class RecordsTask:
             require_chat_template(engine, cfg.model.name)
         writer = ResultWriter(job.run.shard(None if job.rank is None else job.rank.index))
         status = Status.completed
+        loaded_here = not engine.is_loaded  # an engine loaded by the caller (a cluster worker) stays loaded
         with timing.PeakMemory() as peak:
             with timing.timed() as load:
-                engine.load_model()
+                if loaded_here:
+                    engine.load_model()
             seed_everything(cfg.seed)  # after loading: torch is imported by then if the backend uses it
             assert engine.plan is not None
             batch_size = engine.plan.batch_size if cfg.task.batch_size == "auto" else int(cfg.task.batch_size)
             echo = job.data.source == "prompt"
             window = (job.window or batch_size * WINDOW_BATCHES) if self.windowed else 1
             ctx = TaskContext(cfg.task, cfg.generation, cfg.seed, batch_size, writer, echo=echo, window=window)
+            ctx.finish = row_finish(cfg.task, cfg.generation.reasoning, engine, self.needs(cfg), cfg.seed)
             first, last = distributed.shard_bounds(len(job.data.records) - job.skipped, job.rank, unit=window)
             records = job.data.records.from_position(job.skipped + first, job.skipped + last)
             if job.main:
@@ -65,7 +70,8 @@ class RecordsTask:
             writer.close()
             footprint = engine.memory().model_footprint_mb
         params = engine.parameters()
-        engine.unload_model()
+        if loaded_here:
+            engine.unload_model()
         totals, generation_s, rss, model_s = writer.totals, gen.seconds, peak.max_rss_mb, ctx.model_s
         if job.rank is not None:
             totals, generation_s, rss, model_s = merge_ranks(job.run, job.rank, totals, generation_s, rss, model_s)
@@ -86,7 +92,16 @@ class RecordsTask:
         )
         if params is not None:
             result.num_parameters, result.trainable_parameters = params.total, params.trainable
+        scoring = scoring_of(cfg.task, cfg.seed)
+        if scoring is not None and job.main and job.summarize_scores:
+            result.scores = score_summary(job.run.path / rundir.OUTPUTS, scoring)
         return result
+
+    @staticmethod
+    def needs(cfg: RunConfig) -> Capability | None:
+        from omnirun import plugins
+
+        return plugins.task(cfg.task.name).needs
 
 
 def require_chat_template(engine: Engine, model: str) -> None:

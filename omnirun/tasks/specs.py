@@ -13,6 +13,7 @@ from omnirun.plugins import Capability, TaskSpec
 from omnirun.task_config import (
     DetectConfig,
     EmbedConfig,
+    GenerateConfig,
     ImageConfig,
     QAConfig,
     ScoreConfig,
@@ -41,17 +42,23 @@ def analysis(
     return TaskSpec(name, RecordsTask(run_analysis), Capability.analyze, spec, summary, defaults, config)
 
 
-GENERATE = TaskSpec("generate", RecordsTask(run_generate), summary="one completion per record")
+GENERATE = TaskSpec("generate", RecordsTask(run_generate), summary="one completion per record", config=GenerateConfig)
 BATCH = TaskSpec(
     "batch",
     RecordsTask(run_generate),
     summary="batched generation, prompts grouped by length",
     defaults={"batch_size": "auto"},
+    config=GenerateConfig,
 )
 CHAT = TaskSpec(
-    "chat", RecordsTask(run_chat, needs_chat_template=True), summary="conversations through the chat template"
+    "chat",
+    RecordsTask(run_chat, needs_chat_template=True),
+    summary="conversations through the chat template",
+    config=GenerateConfig,
 )
-STREAM = TaskSpec("stream", RecordsTask(run_stream, windowed=False), summary="token by token, TTFT and TPOT")
+STREAM = TaskSpec(
+    "stream", RecordsTask(run_stream, windowed=False), summary="token by token, TTFT and TPOT", config=GenerateConfig
+)
 BENCHMARK = TaskSpec("benchmark", run_benchmark, summary="the engine on a controlled workload")
 EXPORT = TaskSpec("export", run_export, Capability.export, summary="save the model as safetensors or ONNX")
 

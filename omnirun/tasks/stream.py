@@ -41,6 +41,6 @@ def stream_one(engine: Engine, item: Prepared, ctx: TaskContext) -> ResultRow:
         ctx.model_s += time.perf_counter() - start
         ctx.out.write("\n")
     assert stream.completion is not None
-    result = row(item.record, stream.completion, None, item.params)
+    result = ctx.finish(row(item.record, stream.completion, None, item.params), item.text)
     result.token_times_ms = [t * 1000 for t in stream.completion.token_times_s]
     return result

@@ -116,3 +116,89 @@ def test_compare_gates_a_score_drop_beyond_noise(tmp_path: Path, capsys: pytest.
     table = capsys.readouterr().out
     assert "| exact_match | 1 | 0.6667 | -0.3333 |" in table and "| yes |" in table
     assert compare_main([str(runs[0]), str(runs[1]), "--max-score-drop", "0.9"]) == 0
+
+
+def test_a_generation_run_scores_its_rows_as_it_writes_them(tmp_path: Path, tiny_llama: Path) -> None:
+    """`task.score` on a generation run: the record's other fields travel into its row (`fields`), each row gets
+    `scores`, metrics.json the same summary a later task=score over the run directory gives, and a sweep's
+    summary a column per score."""
+    prompts = [f"Tell me about item {i}" for i in range(6)]
+    first = write(tmp_path / "first.jsonl", [{"id": str(i), "prompt": p} for i, p in enumerate(prompts)])
+    greedy = [f"model.name={tiny_llama}", "task=batch", "generation=greedy", "generation.max_new_tokens=4"]
+    assert omnirun(tmp_path / "first", *greedy, f"input.path={first}") == 0
+    answers = [json.loads(line)["output"] for line in (only_run_dir(tmp_path / "first") / "outputs.jsonl").open()]
+    # half the references are what greedy decoding answers, half are not: exact_match is 0.5 exactly
+    records = [
+        {"id": str(i), "prompt": p, "reference": answers[i] if i % 2 else "no such answer", "topic": f"t{i % 3}"}
+        for i, p in enumerate(prompts)
+    ]
+    scored_in = write(tmp_path / "in.jsonl", records)
+    args = [*greedy, f"input.path={scored_in}", "task.score=[exact_match,f1]", "task.group_by=[topic]"]
+    assert omnirun(tmp_path / "gen", *args) == 0
+    run = only_run_dir(tmp_path / "gen")
+    out = [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
+    assert [r["fields"] for r in out] == [{"reference": r["reference"], "topic": r["topic"]} for r in records]
+    assert [r["scores"]["exact_match"] for r in out] == [float(i % 2) for i in range(6)]
+    live = json.loads((run / "metrics.json").read_text())["scores"]
+    assert live["scores"]["exact_match"]["mean"] == 0.5 and live["scores"]["exact_match"]["n"] == 6
+    assert set(live["by_group"]["topic"]) == {"t0", "t1", "t2"}
+    later = "task.metrics=[exact_match,f1]", "task.group_by=[topic]"
+    assert omnirun(tmp_path / "later", "task=score", f"input.path={run}", *later) == 0
+    again = json.loads((only_run_dir(tmp_path / "later") / "metrics.json").read_text())["scores"]
+    assert again["scores"] == live["scores"] and again["by_group"] == live["by_group"]
+
+    assert omnirun(tmp_path / "sweep", "-m", *args, "generation.max_new_tokens=4,1") == 0
+    (sweep,) = list((tmp_path / "sweep" / "sweeps").iterdir())
+    summary = (sweep / "summary.md").read_text()
+    assert "score_exact_match" in summary.splitlines()[0] and "score_f1_stderr" in summary.splitlines()[0]
+    import csv
+
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["score_exact_match"]) == 0.5
+
+
+def test_a_judge_model_scores_and_its_judgments_are_cached(tmp_path: Path, tiny_llama: Path) -> None:
+    """`task.metrics=[judge]` on a tiny model (its answer held to `Score: <digit>` by a response_format, so the
+    pattern always finds one): every row judged; a rescore hits the cache for every row and loads no model."""
+    from omnirun.scoring import judge
+
+    rows = write(tmp_path / "rows.jsonl", [r for r in ROWS if "output" in r])
+    cache = tmp_path / "judge.sqlite"
+    args = [
+        "task=score",
+        f"input.path={rows}",
+        "task.metrics=[judge,exact_match]",
+        f"task.judge.model={tiny_llama}",
+        "task.judge.response_format={type: regex, pattern: 'Score: [0-9]'}",
+        f"task.judge.cache={cache}",
+        "task.judge.max_new_tokens=8",
+    ]
+    made: list[judge.Judge] = []
+    original = judge.Judge.__init__
+
+    def spy(self: judge.Judge, options: Any) -> None:
+        original(self, options)
+        made.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(judge.Judge, "__init__", spy)
+        assert omnirun(tmp_path / "first", *args) == 0
+        assert omnirun(tmp_path / "again", *args) == 0
+    first, again = (json.loads((only_run_dir(tmp_path / d) / "metrics.json").read_text()) for d in ("first", "again"))
+    assert first["scores"]["scores"]["judge"]["n"] == 4 and 0 <= first["scores"]["scores"]["judge"]["mean"] <= 9
+    assert again["scores"] == first["scores"]
+    assert [j.generated for j in made] == [4, 0] and made[1].engine is None  # all cache hits: no model loaded
+    out = [json.loads(line) for line in (only_run_dir(tmp_path / "first") / "outputs.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["scores"]["judge"], float) for r in out)
+
+
+def test_judge_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = write(tmp_path / "rows.jsonl", ROWS)
+    assert omnirun(tmp_path / "o", "task=score", f"input.path={rows}", "task.metrics=[judge]") == 2
+    assert "task.judge.model" in capsys.readouterr().err
+    bad = ["task.metrics=[judge]", "task.judge.model=x", "task.judge.pattern=no_group"]
+    assert omnirun(tmp_path / "o", "task=score", f"input.path={rows}", *bad) == 2
+    assert "task.judge.pattern" in capsys.readouterr().err
+    assert omnirun(tmp_path / "o", "task=generate", "task.score=[judge]") == 2
+    assert "task=score" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import yaml
 from omnirun.config import RunConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("model", "hardware", "generation", "task", "tracking")
+GROUPS = ("model", "hardware", "generation", "task", "tracking", "cluster")
 
 
 @pytest.mark.parametrize("path", sorted(p for g in GROUPS for p in (CONF / g).glob("*.yaml")), ids=lambda p: p.stem)

@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omnirun.cli import preflight as cli
 from omnirun.config import GenerationConfig, RunConfig, TaskConfig
 from omnirun.errors import ConfigError
+from omnirun.task_config import GenerateConfig
 
 
 def composed(*overrides: str) -> RunConfig:
@@ -149,10 +150,19 @@ def test_generation_overrides_validate() -> None:
 
 
 def test_task_batch_size_accepts_auto_and_ints() -> None:
-    TaskConfig(batch_size="auto").validate()
-    TaskConfig(batch_size=8).validate()
+    GenerateConfig(batch_size="auto").validate()
+    GenerateConfig(batch_size=8).validate()
     with pytest.raises(ConfigError):
-        TaskConfig(batch_size=True).validate()
+        GenerateConfig(batch_size=True).validate()
+
+
+def test_a_base_task_config_becomes_its_task_class() -> None:
+    """RunConfig() holds a base TaskConfig; validating it gives task=generate its own options (task.score)."""
+    cfg = RunConfig(task=TaskConfig(batch_size=4))
+    cfg.validate()
+    assert isinstance(cfg.task, GenerateConfig) and cfg.task.batch_size == 4 and cfg.task.score == []
+    with pytest.raises(ConfigError, match="task.score"):
+        RunConfig(task=GenerateConfig(score=["exact_matc"])).validate()
 
 
 def test_max_memory_in_the_readme_spelling() -> None:

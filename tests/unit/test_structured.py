@@ -147,7 +147,7 @@ def grammars() -> structured.Grammars:
 def test_each_format_compiles_once(grammars: structured.Grammars) -> None:
     rows = grammars.rows([REGEX, None, dict(REGEX), SCHEMA])
     assert [m is None for m in rows.matchers] == [False, True, False, False]
-    assert structured.canonical(REGEX) in grammars.compiled
+    assert (structured.canonical(REGEX), None) in grammars.compiled
     assert len(grammars.compiled) == 2  # the regex once, the schema once
     assert rows.live() == [0, 2, 3]
 

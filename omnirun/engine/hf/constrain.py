@@ -6,7 +6,8 @@ the mask applies after the repetition penalty and min_new_tokens and before a wa
 format allows. Each row of a batch has its own matcher, or none (free text); the masks of a step are computed
 for every constrained row and applied to the batch at once. When another rule leaves none of the allowed tokens
 (min_new_tokens forbidding the end-of-sequence token a finished format needs), the format wins: its allowed
-tokens become equally likely. Beam search is refused (beams reorder rows between steps).
+tokens become equally likely. Beam search is refused (beams reorder rows between steps). A reasoning model's
+format applies after its thinking (`generation.reasoning`, `omnirun.reasoning.format_after`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from omnirun import reasoning
 from omnirun.config import GenerationConfig
 from omnirun.structured import Grammars, RowConstraints
 
@@ -37,7 +39,8 @@ def processors(
         raise ValueError(
             f"response_format cannot be enforced under beam search (num_beams={params.num_beams}); set num_beams=1"
         )
-    return [GrammarProcessor(grammars(model, tokenizer, eos).rows(formats))]
+    after = reasoning.format_after(params.reasoning, getattr(tokenizer, "chat_template", None))
+    return [GrammarProcessor(grammars(model, tokenizer, eos).rows(formats, after))]
 
 
 def grammars(model: Any, tokenizer: Any, eos: set[int]) -> Grammars:

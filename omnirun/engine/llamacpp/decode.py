@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from omnirun import reasoning
 from omnirun.config import GenerationConfig
 from omnirun.engine.base import Completion
 from omnirun.engine.llamacpp.context import MAX_BATCH_TOKENS, LlamaContextHandle
@@ -23,7 +24,9 @@ class Decoder:
     unfinished sequence got its next token; `tokens` and `finish` hold the results.
 
     `formats` gives each prompt its own response_format (None: each takes `params.response_format`);
-    `vocab_model` is the llama.cpp model whose vocabulary the formats compile against (None: the context's)."""
+    `vocab_model` is the llama.cpp model whose vocabulary the formats compile against (None: the context's);
+    `template` (the model's chat template) says whether a format starts after a thinking block
+    (`omnirun.reasoning.format_after`)."""
 
     def __init__(
         self,
@@ -34,7 +37,9 @@ class Decoder:
         *,
         formats: Sequence[dict[str, Any] | None] | None = None,
         vocab_model: Any = None,
+        template: str | None = None,
     ) -> None:
+        self.after = reasoning.format_after(params.reasoning, template)
         if params.num_beams > 1 or params.no_repeat_ngram_size > 0:
             raise ValueError(
                 "the llama.cpp backend has no beam search or no_repeat_ngram_size; use hardware.backend=transformers"
@@ -62,7 +67,7 @@ class Decoder:
         """The matchers of the prompts that have a format (None when none has)."""
         if all(f is None for f in self.formats):
             return None
-        return llama_grammars(model, self.eos).rows(self.formats)
+        return llama_grammars(model, self.eos).rows(self.formats, self.after)
 
     def steps(self, ctx: LlamaContextHandle) -> Iterator[None]:
         if self.constraints is None and any(f is not None for f in self.formats):
@@ -190,15 +195,18 @@ class LlamaStream:
         open_context: OpenContext,
         detokenize: Callable[[list[int]], str],
         vocab_model: Any = None,
+        template: str | None = None,
     ) -> None:
-        Decoder([prompt], params, eos, seed, vocab_model=vocab_model)  # raises now for what the backend cannot do
+        Decoder([prompt], params, eos, seed, vocab_model=vocab_model, template=template)  # raises now, not later
         self.prompt, self.params, self.eos, self.seed = prompt, params, eos, seed
-        self.vocab_model = vocab_model
+        self.vocab_model, self.template = vocab_model, template
         self.open_context, self.detokenize = open_context, detokenize
         self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[str]:
-        run = Decoder([self.prompt], self.params, self.eos, self.seed, vocab_model=self.vocab_model)
+        run = Decoder(
+            [self.prompt], self.params, self.eos, self.seed, vocab_model=self.vocab_model, template=self.template
+        )
         tokens = run.tokens[0]
         ctx = self.open_context(1, run.longest)
         start = time.perf_counter()

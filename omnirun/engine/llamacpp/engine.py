@@ -214,7 +214,7 @@ class LlamaCppEngine(ConvenienceAPI):
     ) -> list[Completion]:
         """Like `generate`, from token ids."""
         _, tokenizer = self._loaded()
-        run = Decoder(ids, params, tokenizer.eos_ids, seed, vocab_model=self._model)
+        run = Decoder(ids, params, tokenizer.eos_ids, seed, vocab_model=self._model, template=tokenizer.template_text)
         ctx = self.context(len(ids), run.longest)
         start = time.perf_counter()
         times: list[float] = []
@@ -243,6 +243,7 @@ class LlamaCppEngine(ConvenienceAPI):
             open_context=self.context,
             detokenize=tokenizer.decode,
             vocab_model=self._model,
+            template=tokenizer.template_text,
         )
 
     def argmax_next(self, ids: list[int]) -> list[int]:

@@ -20,6 +20,8 @@ class GGUFTokenizer:
         self.add_bos = bool(model.add_bos_token())
         self.eos_token_id = model.token_eos()
         self.eos_ids = {self.eos_token_id} if self.eos_token_id >= 0 else set()  # as Transformers stops
+        self.template_text: str | None = None
+        """The GGUF file's chat template as written (`chat_template` is it compiled)."""
         self.chat_template = self._chat_template()
         self._special: list[int] | None = None
 
@@ -50,6 +52,7 @@ class GGUFTokenizer:
         raw = self._llama_cpp.llama_model_chat_template(self._model.model, None)
         if not raw:
             return None
+        self.template_text = raw.decode("utf-8")
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -58,7 +61,7 @@ class GGUFTokenizer:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.globals["raise_exception"] = raise_exception
-        return env.from_string(raw.decode("utf-8"))
+        return env.from_string(self.template_text)
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """Render like Transformers' `apply_chat_template(..., add_generation_prompt=True)`."""

@@ -36,6 +36,8 @@ class Collector:
         self.times: list[float] = []
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.thoughts: list[str] = []
+        """The thinking the server streamed apart from the answer (`reasoning_content` / `reasoning`)."""
 
     def feed(self, event: dict[str, Any]) -> str:
         """Take one event; returns the text it adds ('' when none). RequestFailed for an error event."""
@@ -50,7 +52,10 @@ class Collector:
             delta = (choice.get("delta") or {}) if self.chat else choice
             piece = delta.get("content") if self.chat else delta.get("text")
             piece = piece if isinstance(piece, str) else ""
-            thought = self.chat and bool(delta.get("reasoning_content") or delta.get("reasoning"))
+            thinking = delta.get("reasoning_content") or delta.get("reasoning") if self.chat else None
+            thought = isinstance(thinking, str) and bool(thinking)
+            if thought:
+                self.thoughts.append(str(thinking))
             if piece or thought:
                 self.times.append(time.perf_counter() - self.start)
             added += piece
@@ -64,6 +69,8 @@ class Collector:
         output = usage.get("completion_tokens")
         prompt = usage.get("prompt_tokens")
         finish = "stop" if self.finish is None or self.finish in STOP_WORDS else self.finish
+        details = usage.get("completion_tokens_details")
+        thinking = details.get("reasoning_tokens") if isinstance(details, dict) else None
         return Completion(
             text="".join(self.pieces),
             input_tokens=prompt if isinstance(prompt, int) else self.request.estimate,
@@ -72,6 +79,8 @@ class Collector:
             e2e_s=time.perf_counter() - self.start,
             ttft_s=self.times[0] if self.times else None,
             token_times_s=list(self.times),
+            reasoning="".join(self.thoughts) if self.thoughts else None,
+            reasoning_tokens=thinking if isinstance(thinking, int) else len(self.thoughts) if self.thoughts else None,
         )
 
 
