@@ -267,12 +267,26 @@ class InputConfig:
     """A single prompt from the command line, used when no path or dataset is given."""
     on_error: OnError = OnError.skip
     """A bad record: `skip` writes an error line and goes on; `fail` stops before the model loads."""
+    max_image_pixels: int = 89_478_485
+    """An image's most pixels (width x height, read from its header before decoding): PIL's own
+    decompression-bomb limit, about 0.35 GB decoded to RGB. A larger image is its record's error row."""
+    max_audio_s: float = 3600.0
+    """An audio clip's longest duration in seconds (frames / sample rate, from its header before decoding): an
+    hour is 230 MB of float32 at 16 kHz. A longer clip (or a header claiming 1 Hz) is its record's error row."""
+    fetch_timeout_s: float = 60.0
+    """How long reading one image or audio URL may take in all (connection, headers and body)."""
+    max_fetch_mb: float = 256.0
+    """The most megabytes one image or audio URL may send (and never more than the memory free)."""
 
     def validate(self) -> None:
         if self.path is not None and self.dataset is not None:
             raise ConfigError("input.path and input.dataset are both set; choose one (set the other to null)")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"input.limit must be >= 1 or null, got {self.limit}")
+        for key in ("max_image_pixels", "max_audio_s", "fetch_timeout_s", "max_fetch_mb"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ConfigError(f"input.{key} must be a positive number, got {value!r}")
 
 
 @dataclass

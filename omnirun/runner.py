@@ -17,6 +17,7 @@ from omnirun.confstore import load_saved
 from omnirun.engine.base import Engine
 from omnirun.engine.build import build
 from omnirun.errors import ConfigError, InputError, OmnirunError
+from omnirun.inputs import media
 from omnirun.results import formats
 from omnirun.results.schema import RunMetrics, Status, to_jsonable
 from omnirun.rundir import RunDir
@@ -130,6 +131,7 @@ def build_engine(cfg: RunConfig, info: hardware.HardwareInfo) -> Engine:
     """The engine for this job, checked against its task (a model without a head for the task is refused here,
     before anything loads); a batched run (`task.batch_size` not 1) tells the backend choice so."""
     batched = str(cfg.task.batch_size) != "1"
+    media.set_budgets(cfg.input)  # what one image or audio record may take (input.max_*), in this process
     return build(
         cfg.model,
         cfg.hardware,

@@ -139,9 +139,17 @@ class QAConfig(TaskConfig):
     """The longest answer, in tokens (the question-answering pipeline's default)."""
     handle_impossible_answer: bool = False
     """Answer "" (start 0, end 0) when the null answer ([CLS]) scores above every span."""
+    max_context_chars: int = 1_000_000
+    """A context's most characters: every window of a context is tokenized and answered, so its size is checked
+    before tokenizing (about 250k tokens; a longer context is its record's error row)."""
 
     def check_options(self) -> None:
-        check([(self.max_answer_len >= 1, "max_answer_len", "must be >= 1", self.max_answer_len)])
+        check(
+            [
+                (self.max_answer_len >= 1, "max_answer_len", "must be >= 1", self.max_answer_len),
+                (self.max_context_chars >= 1, "max_context_chars", "must be >= 1", self.max_context_chars),
+            ]
+        )
 
 
 @dataclass

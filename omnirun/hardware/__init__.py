@@ -3,7 +3,7 @@ the backend once, `plan()` chooses dtype, quantization and batch size on that pl
 reason recorded in the manifest."""
 
 from omnirun.hardware.backends import ExportCandidate, choose_backend
-from omnirun.hardware.detect import MB, GpuInfo, HardwareInfo, cpu_name, detect, torch_int4_kernels
+from omnirun.hardware.detect import MB, GpuInfo, HardwareInfo, cpu_name, detect, ram_free_mb, torch_int4_kernels
 from omnirun.hardware.planner import (
     HardwarePlan,
     ModelSize,
@@ -28,6 +28,7 @@ __all__ = [
     "place",
     "plan",
     "quantization_fallback",
+    "ram_free_mb",
     "torch_int4_kernels",
     "weight_mb",
 ]

@@ -72,6 +72,14 @@ def detect() -> HardwareInfo:
     )
 
 
+def ram_free_mb() -> float:
+    """The memory this process could still allocate now, in MB (`psutil.virtual_memory().available`): what
+    an input's or a model's size is checked against before anything is allocated for it."""
+    import psutil
+
+    return float(psutil.virtual_memory().available) / MB
+
+
 def import_torch() -> Any:
     import torch
 

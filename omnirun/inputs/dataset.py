@@ -16,7 +16,7 @@ from omnirun.errors import InputError
 from omnirun.inputs import compressed
 from omnirun.inputs.guard import guarded
 from omnirun.inputs.jsonl import new_record, texts_of
-from omnirun.inputs.records import Inputs, Record, Records, fill_template, unencodable
+from omnirun.inputs.records import Inputs, Record, Records, carried_fields, fill_template, unencodable
 
 if TYPE_CHECKING:
     from omnirun.inputs.records import InputSpec
@@ -125,6 +125,8 @@ def row_record(
         record.error = unencodable(record.prompt, *texts_of(record.fields))
     if record.error:
         record.error = f"row {index}: {record.error}"
+    consumed = [cfg.id_field, cfg.field, cfg.messages_field, *(spec.names if spec else ())]
+    record.carried = carried_fields(row, consumed, cfg.template)
     return record
 
 

@@ -130,7 +130,7 @@ def echo(record: Record) -> dict[str, Any]:
 
 def task_row(record: Record, answer: Answer | None, error: str | None, ctx: TaskContext) -> ResultRow:
     """One outputs.jsonl row of a non-generation task; images in the answer are saved as PNGs first."""
-    row = ResultRow(id=record.id, inputs=echo(record))
+    row = ResultRow(id=record.id, inputs=echo(record), fields=record.carried)
     if answer is None:
         row.error = error
         return row

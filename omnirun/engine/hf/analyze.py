@@ -28,6 +28,7 @@ from typing import Any
 from omnirun import rundir
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
+from omnirun.engine.hf.bounds import check_fits, forward_mb, free_mb
 from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
 from omnirun.engine.hf.loading import position_limit
 from omnirun.errors import InputError
@@ -45,6 +46,9 @@ PIPELINES = {
     TaskName.transcribe: "automatic-speech-recognition",
 }
 """The tasks whose pre- and post-processing is a Transformers pipeline."""
+
+TEXT_PIPELINES = (TaskName.classify, TaskName.token_classify, TaskName.fill_mask)
+"""The pipelines that take a text whole: one longer than the model's context is the record's error."""
 
 
 @dataclass
@@ -115,22 +119,68 @@ def call_options(task: TaskName, options: TaskConfig, item: dict[str, Any] | Non
 
 
 def run_pipeline(
-    pipe: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig, params: GenerationConfig
+    pipe: Any,
+    task: TaskName,
+    items: list[dict[str, Any]],
+    options: TaskConfig,
+    params: GenerationConfig,
+    limit: int | None = None,
 ) -> list[Answer]:
-    """One pipeline call over the batch (transcribe: one call per item, as chunking depends on its length)."""
+    """One pipeline call over the batch (transcribe: one call per item, as chunking depends on its length).
+    A text over `limit` tokens (the model's context) is refused first (`text_tokens`)."""
     if task == TaskName.transcribe:
         return [transcribe(pipe, item, options, params) for item in items]
     if len(items) > 1 and pads_change_answers(pipe.model, task, items):
-        return [a for item in items for a in run_pipeline(pipe, task, [item], options, params)]
+        return [a for item in items for a in run_pipeline(pipe, task, [item], options, params, limit)]
+    counts = text_tokens(pipe.tokenizer, items, limit) if pipe.tokenizer is not None and task in TEXT_PIPELINES else []
     inputs = [pipeline_input(task, item) for item in items]
     kwargs = call_options(task, options)
     # a pipeline given a one-element list unwraps some outputs and not others: call it on the input itself
     outputs = pipe(inputs, batch_size=len(inputs), **kwargs) if len(inputs) > 1 else [pipe(inputs[0], **kwargs)]
     answers = [answer(task, out) for out in outputs]
-    if pipe.tokenizer is not None and task in (TaskName.classify, TaskName.token_classify, TaskName.fill_mask):
-        for item, a in zip(items, answers, strict=True):
-            a.input_tokens = len(pipe.tokenizer(item["prompt"], item.get("text_pair"))["input_ids"])
+    for a, n in zip(answers, counts, strict=False):
+        a.input_tokens = n
     return answers
+
+
+def text_tokens(tokenizer: Any, items: list[dict[str, Any]], limit: int | None) -> list[int]:
+    """Each item's tokens (special tokens and `text_pair` included); InputError for a text over `limit`, which
+    the model cannot take (a text whose start alone is over it is not tokenized whole: `bounds.check_fits`)."""
+    counts = []
+    for item in items:
+        text, pair = item["prompt"], item.get("text_pair")
+        check_fits(tokenizer, "the text", text, limit)
+        check_fits(tokenizer, "text_pair", pair, limit)
+        n = len(tokenizer(text, pair)["input_ids"])
+        if limit is not None and n > limit:
+            with_pair = " (with its text_pair)" if pair is not None else ""
+            raise InputError(
+                f"the text{with_pair} has {n:,} tokens, more than the model's context of {limit}; shorten it"
+            )
+        counts.append(n)
+    return counts
+
+
+def check_audio_forward(model: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig) -> None:
+    """InputError when one forward pass over the batch's audio (a whole clip; a transcribe chunk when
+    `task.chunk_length_s` cuts it) would not fit in the free memory (`bounds.forward_mb`; checked before the
+    pass allocates it)."""
+    if not items:
+        return
+    longest = max(len(item["audio"]) for item in items)
+    if task == TaskName.transcribe:
+        chunk = call_options(task, options, items[0]).get("chunk_length_s")
+        longest = min(longest, int(chunk * items[0]["sampling_rate"])) if chunk else longest
+    need = forward_mb(model.config, longest * (len(items) if task != TaskName.transcribe else 1))
+    free = free_mb(model) * media.MEMORY_HEADROOM
+    if need is not None and need > free:
+        seconds = longest / items[0]["sampling_rate"]
+        what = f"audio {media.describe(items[0].get('audio_path', '<audio>'))!r}" if len(items) == 1 else "the audio"
+        raise InputError(
+            f"{what}: one forward pass over {seconds:,.0f} s needs ~{need:,.0f} MB (the feature encoder's first "
+            f"layer: conv_dim[0] floats per conv_stride[0] samples), more than the {free:,.0f} MB free; cut it "
+            "into shorter clips, or transcribe with task.chunk_length_s"
+        )
 
 
 def pads_change_answers(model: Any, task: TaskName, items: list[dict[str, Any]]) -> bool:
@@ -328,7 +378,9 @@ class Analyzer:
         if task in PIPELINES:
             if task not in self.pipelines:
                 self.pipelines[task] = make_pipeline(task, model, self.parts)
-            answers = run_pipeline(self.pipelines[task], task, items, options, params)
+            if task in (TaskName.audio_classify, TaskName.transcribe):
+                check_audio_forward(model, task, items, options)
+            answers = run_pipeline(self.pipelines[task], task, items, options, params, self.limit)
             for item, a in zip(items, answers, strict=True):
                 a.audio_s = item.get("audio_s")
             return answers
@@ -342,7 +394,13 @@ class Analyzer:
             qa = options_as(options, QAConfig)
             longest, impossible = qa.max_answer_len, qa.handle_impossible_answer
             return question_answer(
-                model, tokenizer, items, self.limit, max_answer_len=longest, handle_impossible=impossible
+                model,
+                tokenizer,
+                items,
+                self.limit,
+                max_answer_len=longest,
+                handle_impossible=impossible,
+                max_context_chars=qa.max_context_chars,
             )
         if task == TaskName.rerank and self.base_model:
             return [rerank_embed(model, tokenizer, i, options, self.limit) for i in items]
@@ -356,6 +414,7 @@ class Analyzer:
         if "image" in item:
             item["image"] = media.load_image(item["image"])
         if "audio" in item:
+            item["audio_path"] = item["audio"]
             extractor = self.parts.feature_extractor
             rate = int(getattr(extractor, "sampling_rate", 16000))
             item["audio"], item["sampling_rate"] = media.load_audio(item["audio"], rate), rate

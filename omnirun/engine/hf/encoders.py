@@ -7,15 +7,25 @@ from typing import Any
 
 from omnirun.config import TaskConfig
 from omnirun.engine.base import Answer
+from omnirun.engine.hf.bounds import (
+    MAX_QA_CONTEXT_CHARS,
+    QA_WINDOWS_PER_PASS,
+    bounded,
+    bounded_pair,
+    check_fits,
+    check_qa_context,
+)
 from omnirun.task_config import EmbedConfig, options_as
 
 
 def embed(model: Any, tokenizer: Any, texts: list[str], options: TaskConfig, limit: int | None) -> list[Answer]:
     """One vector per text: the last hidden states of a padded batch, pooled over real tokens (`mean`), the
     first token (`cls`) or the last real one (`last`, for decoder LMs), L2-normalized when `task.normalize`.
-    Texts longer than the model's context are cut to it (the row says `truncated: true`)."""
+    Texts longer than the model's context are cut to it (the row says `truncated: true`); a long text is
+    tokenized from a prefix that holds the same first tokens (`bounds.bounded`), never whole."""
     import torch
 
+    texts = bounded(tokenizer, texts, limit)
     enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=limit is not None, max_length=limit)
     full = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     with torch.inference_mode():
@@ -91,6 +101,7 @@ def question_answer(
     *,
     max_answer_len: int = QA_MAX_ANSWER,
     handle_impossible: bool = False,
+    max_context_chars: int = MAX_QA_CONTEXT_CHARS,
 ) -> list[Answer]:
     """The best answer span of each context, as Transformers 4's `QuestionAnsweringPipeline` found it: windows
     of at most 384 tokens (the model's limit when smaller) overlapping by 128 (half a window when smaller),
@@ -101,6 +112,9 @@ def question_answer(
     max_len = min(limit or QA_MAX_SEQ, QA_MAX_SEQ)
     question_first = tokenizer.padding_side == "right"
     questions, contexts = [i["question"] for i in items], [i["context"] for i in items]
+    for question, context in zip(questions, contexts, strict=True):
+        check_fits(tokenizer, "the question", question, max_len)
+        check_qa_context(context, max_context_chars)
     enc = tokenizer(
         questions if question_first else contexts,
         contexts if question_first else questions,
@@ -114,9 +128,11 @@ def question_answer(
         return_tensors="pt",
     )
     owners = enc["overflow_to_sample_mapping"].tolist()
-    with torch.inference_mode():
-        out = model(**model_inputs(model, tokenizer, enc))
-    starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()
+    inputs, step = model_inputs(model, tokenizer, enc), QA_WINDOWS_PER_PASS
+    with torch.inference_mode():  # a long context's windows in passes of QA_WINDOWS_PER_PASS
+        outs = [model(**{k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, len(owners), step)]
+    starts = torch.cat([o.start_logits for o in outs]).float().cpu()
+    ends = torch.cat([o.end_logits for o in outs]).float().cpu()
     context_id = 1 if question_first else 0
     best: dict[int, tuple[float, int, int]] = {}
     null: dict[int, float] = {}
@@ -185,8 +201,9 @@ def rerank_cross(model: Any, tokenizer: Any, item: dict[str, Any], limit: int | 
         raise ValueError(
             f"task=rerank needs a cross-encoder (1 relevance logit, or 2 labels), but model has {labels} labels"
         )
-    docs = item["documents"]
-    enc = tokenizer([item["query"]] * len(docs), docs, padding=True, truncation=True, max_length=limit)
+    pairs = [bounded_pair(tokenizer, item["query"], doc, limit) for doc in item["documents"]]
+    firsts, seconds = [p[0] for p in pairs], [p[1] for p in pairs]
+    enc = tokenizer(firsts, seconds, padding=True, truncation=True, max_length=limit)
     enc = enc.convert_to_tensors("pt")
     with torch.inference_mode():
         logits = model(**model_inputs(model, tokenizer, enc)).logits.float()

@@ -32,6 +32,7 @@ from omnirun.engine import capabilities
 from omnirun.engine import source as models
 from omnirun.engine.base import NOT_LOADED, Answer, Completion, ConvenienceAPI, MemoryReport, ParameterCount, SavedModel
 from omnirun.engine.hf import prepare
+from omnirun.engine.hf.bounds import check_fits
 from omnirun.engine.hf.generate import generate_encoded
 from omnirun.engine.hf.loading import (
     add_int4_decode,
@@ -44,12 +45,13 @@ from omnirun.engine.hf.loading import (
     position_limit,
     prepare_tokenizer,
     quiet_int8_cast_notes,
+    refuse_oversized,
     release_memory,
     weight_kwargs,
 )
 from omnirun.engine.hf.stream import TokenStream
 from omnirun.errors import ConfigError, ModelLoadError, first_line
-from omnirun.hardware import HardwareInfo, HardwarePlan, Placement
+from omnirun.hardware import HardwareInfo, HardwarePlan, ModelSize, Placement
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class HfEngine(ConvenienceAPI):
         self._path = ""
         self._common: dict[str, Any] = {}
         self._analyzer: Any = None
+        self._size: ModelSize | None = None  # the parameter count, from the config (`estimate_size`)
 
     # ----------------------------------------------------------------------------------------------- loading
     @property
@@ -178,6 +181,7 @@ class HfEngine(ConvenienceAPI):
         assert self.source is not None and self.head is not None
         model_cls = capabilities.model_class(self.head)
         size = estimate_size(model_cls, self._config, prepare.checkpoint_dtype(self._config, self._path))
+        self._size = size
         model, plan = self._load_weights(model_cls, self._plan(size, self.source), size)
         model.eval()
         if plan.cpu_int4_decode:
@@ -221,6 +225,8 @@ class HfEngine(ConvenienceAPI):
         import torch
 
         m = self.model_config
+        if self._size is not None:  # before anything is allocated: the parameter count is known
+            refuse_oversized(m, self._size, plan)
         config = copy.deepcopy(self._config)  # loading may add a quantization_config to the config it is given
         if m.init == ModelInit.random:
             extra = {"attn_implementation": m.attn_implementation} if m.attn_implementation else {}
@@ -337,7 +343,10 @@ class HfEngine(ConvenienceAPI):
         return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def count_tokens(self, text: str, add_special_tokens: bool = True) -> int:
-        _, tokenizer, _ = self._loaded()
+        """The text's tokens. A text that a prefix already proves longer than the model's context raises
+        InputError instead of being tokenized whole (it cannot be a prompt; tokenizing 5 MB took 2.4 GB)."""
+        model, tokenizer, _ = self._loaded()
+        check_fits(tokenizer, "the prompt", text, position_limit(model))
         return len(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     @property

@@ -3,12 +3,15 @@ against onnxruntime when installed), and uploads to the Hugging Face Hub.
 
 ONNX: optimum's exporter (`optimum-onnx`) requires transformers < 4.58, which this project is past, so the graph
 comes from `torch.onnx.export` (the `onnx` extra: onnx + onnxscript, and onnxruntime for the check). It maps the
-head's inputs (token ids and attention mask, or pixel values) to its first output (logits) for any batch size and
-length; a causal LM is exported without a KV cache (each step recomputes the prefix).
+head's inputs (token ids, attention mask and, for a model that reads them, token type ids; or pixel values) to
+every output of its head (`logits`; `start_logits` and `end_logits` for question answering), named as the model
+names them, for any batch size and length; a causal LM is exported without a KV cache (each step recomputes the
+prefix). The export is checked output by output against torch with onnxruntime.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import tempfile
 import warnings
@@ -98,10 +101,11 @@ def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> 
     folder = Path(path).expanduser()
     before = snapshot(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = ONNX_INPUTS[kind]
-    sample = sample_inputs(model, kind)
-    graph = (TextHead(model) if kind == "text" else ImageHead(model)).eval()
-    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    names = graph_inputs(model, preprocessor, kind)
+    sample = sample_inputs(model, kind, names)
+    graph = HeadGraph(model, names).eval()
+    outputs = graph.output_names(sample)
+    dims = {n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids")}
     dims["pixel_values"] = {0: "batch"}
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -115,8 +119,8 @@ def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> 
                 tuple(sample[n] for n in names),
                 str(folder / ONNX_FILE),
                 input_names=list(names),
-                output_names=["logits"],
-                dynamic_shapes={n: dims[n] for n in names},
+                output_names=list(outputs),
+                dynamic_shapes=(tuple(dims[n] for n in names),),  # forward(*inputs): one tuple of specs
                 dynamo=True,
                 verbose=False,
                 report=False,
@@ -133,31 +137,47 @@ def export_onnx(model: Any, preprocessor: Any, head: Head, path: str | Path) -> 
     return SavedModel(folder, ExportFormat.onnx, files_of(folder, before), diff)
 
 
-class TextHead(torch.nn.Module):
-    """The model as a graph: token ids and attention mask in, the head's first output (logits) out."""
+def graph_inputs(model: Any, preprocessor: Any, kind: str) -> tuple[str, ...]:
+    """The graph's inputs: pixel values, or token ids, attention mask and, for a model that reads them and a
+    tokenizer that gives them (BERT, DeBERTa-v2: a text pair's two segments), token type ids."""
+    if kind == "image":
+        return ("pixel_values",)
+    tokenizer = getattr(preprocessor, "tokenizer", preprocessor)
+    given = getattr(tokenizer, "model_input_names", None) or []
+    reads = inspect.signature(model.forward).parameters
+    extra = ("token_type_ids",) if "token_type_ids" in given and "token_type_ids" in reads else ()
+    return (*ONNX_INPUTS["text"], *extra)
 
-    def __init__(self, model: Any) -> None:
+
+SKIPPED_OUTPUTS = frozenset({"past_key_values", "hidden_states", "attentions", "cross_attentions"})
+"""Model outputs that are not the head's answer (caches and the optional per-layer states)."""
+
+
+class HeadGraph(torch.nn.Module):
+    """The model as a graph: its inputs (`names`, in order) in, every output of its head out, in the order the
+    model returns them (`logits`; `start_logits` and `end_logits` for question answering; ...)."""
+
+    def __init__(self, model: Any, names: Sequence[str]) -> None:
         super().__init__()
         self.model = model
+        self.names = tuple(names)
         self.extra = {"use_cache": False} if model.can_generate() else {}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **self.extra, return_dict=True)[0]
+    def answer(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(**dict(zip(self.names, inputs, strict=True)), **self.extra, return_dict=True)
+        return {k: v for k, v in out.items() if k not in SKIPPED_OUTPUTS and isinstance(v, torch.Tensor)}
+
+    def output_names(self, sample: dict[str, torch.Tensor]) -> tuple[str, ...]:
+        with torch.no_grad():
+            return tuple(self.answer(*(sample[n] for n in self.names)))
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.answer(*inputs).values())
 
 
-class ImageHead(torch.nn.Module):
-    """The model as a graph: pixel values in, the head's first output (logits) out."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values, return_dict=True)[0]
-
-
-def sample_inputs(model: Any, kind: str) -> dict[str, Any]:
-    """A small input for tracing and for the onnxruntime check (two rows, so the batch axis stays dynamic)."""
+def sample_inputs(model: Any, kind: str, names: Sequence[str] = ONNX_INPUTS["text"]) -> dict[str, Any]:
+    """A small input for tracing and for the onnxruntime check (two rows, so the batch axis stays dynamic; a
+    left-padded row; a second segment where the model reads token types)."""
     device = next(model.parameters()).device
     if kind == "image":
         cfg = model.config
@@ -170,7 +190,12 @@ def sample_inputs(model: Any, kind: str) -> dict[str, Any]:
     ids = torch.randint(0, vocab, (2, 7), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0  # a left-padded row
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    sample = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if "token_type_ids" in names:
+        types = torch.zeros_like(ids)
+        types[:, 4:] = 1  # the pair's second segment
+        sample["token_type_ids"] = types.to(device)
+    return sample
 
 
 def check_onnx(file: Path, graph: Any, sample: dict[str, Any], names: tuple[str, ...]) -> float | None:
@@ -182,12 +207,18 @@ def check_onnx(file: Path, graph: Any, sample: dict[str, Any], names: tuple[str,
         return None
     session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        expected = graph(*(sample[n] for n in names)).float().cpu().numpy()
-    got = session.run(None, {n: sample[n].cpu().numpy() for n in names})[0]
-    diff = abs(got - expected)
-    if "attention_mask" in sample and diff.ndim == 3:  # padding positions' outputs are meaningless
-        diff = diff[sample["attention_mask"].cpu().numpy().astype(bool)]
-    return float(diff.max())
+        expected = [t.float().cpu().numpy() for t in graph(*(sample[n] for n in names))]
+    got = session.run(None, {n: sample[n].cpu().numpy() for n in names})
+    if len(got) != len(expected):
+        raise OmnirunError(f"the ONNX graph has {len(got)} outputs where the model has {len(expected)}")
+    worst = 0.0
+    mask = sample["attention_mask"].cpu().numpy().astype(bool) if "attention_mask" in sample else None
+    for g, e in zip(got, expected, strict=True):
+        diff = abs(g - e)
+        if mask is not None and diff.shape[:2] == mask.shape:  # padding positions' outputs are meaningless
+            diff = diff[mask]
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+    return worst
 
 
 def push_to_hub(repo: str, folder: str | Path | None, save_to: Any, *, private: bool = False) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from omnirun import hardware
-from omnirun.config import DType, ModelConfig, ModelType, Quantization
+from omnirun.config import Device, DType, ModelConfig, ModelInit, ModelType, Quantization
 from omnirun.engine import source as models
 from omnirun.engine.base import MemoryReport
 from omnirun.errors import ConfigError
@@ -119,6 +119,38 @@ def estimate_size(model_cls: Any, config: Any, dtype: DType | None = None) -> ha
     head_dim = number("head_dim") or (hidden // heads if heads else 0)
     kv_dim = int((number("num_key_value_heads") or heads) * head_dim)
     return hardware.ModelSize(params=int(params), num_layers=int(layers), kv_dim=kv_dim, dtype=dtype)
+
+
+def refuse_oversized(model: ModelConfig, size: hardware.ModelSize, plan: hardware.HardwarePlan) -> None:
+    """ConfigError, before any weight is allocated, when the weights alone (the parameter count from the
+    config on the meta device, `estimate_size`, at the planned dtype or quantization) exceed the memory free
+    where they go: the GPU's for a CUDA load, the RAM otherwise, and the RAM too for `model.init=random`
+    (built on the CPU, then moved). A load that accelerate places (`hardware.device_map`) may offload to disk
+    and is left to it."""
+    random = model.init == ModelInit.random
+    if plan.device_map is not None and not random:
+        return
+    precision = str(plan.quantization or plan.dtype)
+    need = hardware.weight_mb(size.params, precision)
+    places = [("RAM", hardware.ram_free_mb())] if random or plan.device != Device.cuda else []
+    if plan.device == Device.cuda:
+        places.append(("GPU memory", gpu_free_mb()))
+    key = f"model.name={model.name!r}" + (" with model.init=random" if random else "")
+    for where, free in places:
+        if need > free:
+            smaller = "hardware.quantization=int4, " if precision not in ("int4", "int8") and not random else ""
+            raise ConfigError(
+                f"{key}: its {size.params:,} parameters need ~{need:,.0f} MB as {precision} weights, more than the "
+                f"{free:,.0f} MB of {where} free; use a smaller model (or model.config_overrides that shrink it), "
+                f"{smaller}or a machine with more memory"
+            )
+
+
+def gpu_free_mb() -> float:
+    """The free memory of the current CUDA device, in MB (where `.to("cuda")` puts the weights)."""
+    import torch
+
+    return float(torch.cuda.mem_get_info()[0]) / hardware.MB
 
 
 def prepare_tokenizer(tokenizer: Any, model_type: ModelType | None) -> None:

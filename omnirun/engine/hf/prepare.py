@@ -30,6 +30,9 @@ TOKENIZER_FILES = (
 
 SAFETENSORS_DTYPES = {"F32": DType.float32, "F16": DType.float16, "BF16": DType.bfloat16}
 
+LABEL_NAME_BYTES = 250
+"""Memory per label of a config's `id2label` and `label2id` (two dict entries, a name string, an int)."""
+
 
 def apply_overrides(config: Any, model: ModelConfig) -> None:
     """Set `model.config_overrides` and `model.num_labels` on a Transformers config. Each override key must
@@ -41,9 +44,32 @@ def apply_overrides(config: Any, model: ModelConfig) -> None:
                 f"model.config_overrides: {type(config).__name__} has no key {key!r}; "
                 "use a key of the model's config.json"
             )
+        if key == "num_labels":
+            check_num_labels(config, value, "model.config_overrides.num_labels")
         setattr(config, key, value)
     if model.num_labels is not None:
+        check_num_labels(config, model.num_labels, "model.num_labels")
         config.num_labels = model.num_labels  # also rebuilds id2label / label2id
+
+
+def check_num_labels(config: Any, labels: Any, key: str) -> None:
+    """ConfigError before a head of `labels` outputs is made, when its names (`id2label`, built as the config
+    takes the number) and its weights (`labels` x the hidden size, float32) exceed the free memory."""
+    from omnirun.hardware import MB, ram_free_mb
+
+    if not isinstance(labels, int) or isinstance(labels, bool):
+        return
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    widths = [getattr(text, n, None) for n in ("hidden_size", "d_model", "dim")]
+    hidden = next((w for w in widths if isinstance(w, int) and not isinstance(w, bool) and w > 0), 0)
+    need = labels * (4 * (hidden + 1) + LABEL_NAME_BYTES) / MB
+    free = ram_free_mb()
+    if need > free:
+        raise ConfigError(
+            f"{key}={labels:,}: a head of {labels:,} labels needs ~{need:,.0f} MB (its {hidden}-wide float32 weights "
+            f"and the id2label names), more than the {free:,.0f} MB of RAM free; set it to the number of classes "
+            "the data has"
+        )
 
 
 def checkpoint_dtype(config: Any, path: str) -> DType | None:
