@@ -18,7 +18,6 @@ process: the task's own code runs the batch.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -26,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omnirun import hardware, inputs
@@ -35,8 +33,8 @@ from omnirun.cluster.worker import BatchResult, Worker, WorkerInfo
 from omnirun.config import EmbeddingsFormat, RunConfig
 from omnirun.errors import ConfigError, OmnirunError, first_line
 from omnirun.inputs import Record
-from omnirun.results.schema import MemoryMetrics, ResultRow, RunMetrics, Status, summarize
-from omnirun.results.writer import RunTotals
+from omnirun.results.schema import MemoryMetrics, RunMetrics, Status, summarize
+from omnirun.results.writer import ResultWriter, RunTotals
 from omnirun.rundir import RunDir
 from omnirun.secrets import is_secret_variable
 from omnirun.tasks.finish import score_summary, scoring_of
@@ -138,7 +136,7 @@ def run(
         from omnirun.tasks.records import ProgressBar
 
         gen_start = time.perf_counter()
-        with ProgressBar(total, cfg.task.progress) as bar, OrderedOutputs(run_dir.outputs) as out:
+        with ProgressBar(total, cfg.task.progress) as bar, ResultWriter(run_dir.outputs) as out:
             batches = numbered(data.records.from_position(skipped), per_batch)
             try:
                 settings = BatchSettings(first.batch_size, window, cfg.cluster.max_task_retries)
@@ -296,14 +294,16 @@ def stream(
     actors: list[Any],
     batches: Iterator[tuple[int, list[Record]]],
     settings: BatchSettings,
-    out: OrderedOutputs,
+    out: ResultWriter,
     tally: Tally,
     bar: Any,
 ) -> None:
     """Send the batches to the workers (a few each), write the finished ones in input order; returns when all
     are written. A batch whose worker was lost (its process or node died, or cannot be reached) is sent again,
     to another worker when one is up, at most `cluster.max_task_retries` times on top of Ray's own retries; then
-    the run fails with OmnirunError (what is written stays written). A batch whose task raised fails the run."""
+    the run fails with OmnirunError (what is written stays written). A batch whose task raised fails the run.
+    The tally's totals are the writer's (accumulated from the rows as they are written)."""
+    tally.totals = out.totals
     lost = lost_worker_errors(ray)
     load = dict.fromkeys(range(len(actors)), 0)  # batches in flight per worker
     avoid_until = dict.fromkeys(range(len(actors)), 0.0)  # a worker that was just lost gets nothing until then
@@ -358,10 +358,10 @@ def stream(
             finished[number] = result
             tally.add(result)
         while next_number in finished:
-            tokens = tally.totals.output_tokens
+            tokens = out.totals.output_tokens
             lines = finished.pop(next_number).lines
-            out.write(lines, tally.totals)
-            bar.update(len(lines), tally.totals.output_tokens - tokens)
+            out.write_encoded(lines)
+            bar.update(len(lines), out.totals.output_tokens - tokens)
             next_number += 1
 
 
@@ -377,34 +377,6 @@ def batch_error(exc: BaseException, position: int) -> OmnirunError:
         f"cluster.max_task_retries allows ({first_line(str(exc))}); the rows before it are written: "
         "raise cluster.max_task_retries, or find the record that kills the worker, then resume=<run dir>"
     )
-
-
-class OrderedOutputs:
-    """outputs.jsonl, appended one finished batch at a time (one write, then fsync), accumulating the metrics'
-    totals from the rows as they are written (the rows themselves are not kept)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = path.open("ab")
-
-    def __enter__(self) -> OrderedOutputs:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def write(self, lines: list[bytes], totals: RunTotals) -> None:
-        for line in lines:
-            totals.add(ResultRow.from_json(json.loads(line)))
-        try:
-            self._file.write(b"".join(lines))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as exc:
-            raise OmnirunError(
-                f"cannot write {self.path}: {exc.strerror or exc}; the records written before are kept "
-                "(free space, then resume=<run dir>)"
-            ) from exc
 
 
 def write_manifest(

@@ -31,9 +31,23 @@ class ResultWriter:
         self._secrets = secret_forms()
         self.totals = RunTotals()
 
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def write(self, row: ResultRow) -> None:
         self._pending.append(encode(row.to_json(), self._secrets))
         self.totals.add(row)
+
+    def write_encoded(self, lines: list[bytes]) -> None:
+        """Rows another writer encoded (a cluster worker's batch, in input order): added to the totals, then
+        written in one call and fsynced with whatever is pending."""
+        for line in lines:
+            self.totals.add(ResultRow.from_json(json.loads(line)))
+        self._pending.extend(lines)
+        self.flush()
 
     def flush(self) -> None:
         """Write the pending rows in one call and fsync; a failing disk is one line that keeps what was written."""

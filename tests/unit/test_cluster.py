@@ -15,11 +15,12 @@ import pytest
 from omnirun import rundir
 from omnirun.cluster import ClusterConfig, ClusterKind
 from omnirun.cluster.config import RAY_EXTRA
-from omnirun.cluster.ray_run import BatchSettings, OrderedOutputs, Tally, batch_records, numbered, stream, worker_error
+from omnirun.cluster.ray_run import BatchSettings, Tally, batch_records, numbered, stream, worker_error
 from omnirun.cluster.worker import BatchResult
 from omnirun.config import RunConfig
 from omnirun.errors import ConfigError, OmnirunError
 from omnirun.inputs import Record
+from omnirun.results.writer import ResultWriter
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def records(n: int) -> list[Record]:
 def drive(fake: FakeRay, tmp_path: Path, n: int = 50, size: int = 4, retries: int = 3) -> tuple[list[str], Tally]:
     tally = Tally()
     bar = SimpleNamespace(update=lambda samples, tokens: None)
-    with OrderedOutputs(tmp_path / "outputs.jsonl") as out:
+    with ResultWriter(tmp_path / "outputs.jsonl") as out:
         actors = [fake.actor(w) for w in range(3)]
         stream(fake, actors, numbered(records(n), size), BatchSettings(2, size, retries), out, tally, bar)
     lines = (tmp_path / "outputs.jsonl").read_text().splitlines()
