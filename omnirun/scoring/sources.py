@@ -171,12 +171,17 @@ def row_id(obj: dict[str, Any], id_field: str, lineno: int) -> str:
 def plain_row(obj: dict[str, Any], lineno: int, source: Source) -> SourceRow:
     """A JSONL or outputs.jsonl row; an outputs.jsonl row whose record failed is an error row. The fields its
     input record carried (`fields`, see `ResultRow.fields`) are read as the row's own, the row's winning."""
-    carried = obj.get("fields")
-    flat = {**carried, **obj} if isinstance(carried, dict) else dict(obj)
-    row = SourceRow(row_id(obj, source.id_field, lineno), flat, line=lineno)
+    row = SourceRow(row_id(obj, source.id_field, lineno), with_carried(obj), line=lineno)
     if source.kind is SourceKind.run_dir and obj.get("error") is not None:
         row.error = f"the run could not answer this record: {str(obj['error'])[:200]}"
     return row
+
+
+def with_carried(obj: dict[str, Any]) -> dict[str, Any]:
+    """An outputs.jsonl row's fields with those its input record carried (`fields`) as its own, the row's own
+    winning where both have one."""
+    carried = obj.get("fields")
+    return {**carried, **obj} if isinstance(carried, dict) else dict(obj)
 
 
 def batch_row(obj: dict[str, Any], lineno: int, source: Source) -> SourceRow:

@@ -65,10 +65,9 @@ class RowFinish:
             row.reasoning_tokens = reasoning.token_split(row.token_ids, self.decode, part.thinking_chars)
 
     def score(self, row: ResultRow) -> None:
-        from omnirun.scoring.sources import SourceRow
+        from omnirun.scoring.sources import SourceRow, with_carried
 
-        fields = {**(row.fields or {}), **row.to_json()}
-        scored = self.scorer.score(SourceRow(row.id, fields))
+        scored = self.scorer.score(SourceRow(row.id, with_carried(row.to_json())))
         if scored.error is None:
             row.scores = scored.scores
             return

@@ -218,20 +218,9 @@ class VllmEngine(ConvenienceAPI):
 
     def _parameter_count(self) -> int:
         """The parameter count from the safetensors headers (nothing is loaded)."""
-        import struct
+        from omnirun.engine.onnxruntime.export import count_params  # the generic safetensors header count
 
-        total = 0
-        for file in self._resolve().glob("*.safetensors"):
-            with file.open("rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-            for name, entry in header.items():
-                if name != "__metadata__":
-                    count = 1
-                    for dim in entry["shape"]:
-                        count *= int(dim)
-                    total += count
-        return total
+        return count_params(self._resolve())
 
     def unload_model(self) -> None:
         """Stop vLLM's engine (its child process) and drop the tokenizer."""
