@@ -125,7 +125,8 @@ def test_carried_fields_and_live_scores_land_in_the_rows(tmp_path: Path) -> None
 
 def test_a_format_applies_after_the_thinking() -> None:
     """With a closing delimiter, any text may come first; after it, only what the format allows."""
-    from omnirun.structured import BYTE_EOS, Grammars, byte_tokenizer
+    from omnirun.satisfiable import BYTE_EOS, byte_tokenizer
+    from omnirun.structured import Grammars
 
     fmt = {"type": "regex", "pattern": "[0-9]{2}"}
     rows = Grammars(byte_tokenizer(), [BYTE_EOS]).rows([fmt, fmt], after="</think>")

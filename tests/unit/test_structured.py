@@ -216,3 +216,15 @@ def test_the_transformers_processor_masks_only_constrained_rows(grammars: struct
     yes = grammars.tokenizer.tokenize_str("yes")
     step = processor(torch.tensor([[5, yes[0]], [5, 9]]), torch.zeros(2, width))
     assert bool(torch.isfinite(step[0]).any()) and rows.live() == [0]
+
+
+@pytest.mark.parametrize("pattern", [r"[^\s\S]", r"a[^\s\S]", r".{200}[^\s\S]", r"(ab|cd){1,3}[^\s\S]"])
+def test_a_pattern_no_text_matches_is_refused_before_anything_runs(pattern: str) -> None:
+    """It used to generate "" with finish_reason stop: now a search with llguidance's matcher finds no text."""
+    with pytest.raises(ConfigError, match="can never be matched"):
+        structured.check_response_format({"type": "regex", "pattern": pattern})
+
+
+@pytest.mark.parametrize("pattern", [r"a{0}", r"(\xff[^\s\S])|a", r"\w+ \w+ \w+", r"[a-z]{3,}@x\.com"])
+def test_a_pattern_some_text_matches_is_accepted(pattern: str) -> None:
+    assert structured.check_response_format({"type": "regex", "pattern": pattern}) is not None
