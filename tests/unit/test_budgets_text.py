@@ -10,7 +10,7 @@ import pytest
 from tiny_heads import text_tokenizer
 
 from omnirun.engine.hf import bounds
-from omnirun.engine.hf.analyze import text_tokens
+from omnirun.engine.hf.bounds import text_tokens
 from omnirun.errors import InputError
 
 LIMIT = 64
@@ -134,15 +134,14 @@ def test_a_clip_too_long_for_one_forward_pass_is_refused_before_it(monkeypatch: 
     from types import SimpleNamespace
 
     from omnirun.config import TaskName
-    from omnirun.engine.hf import analyze
     from omnirun.task_config import TopKConfig, TranscribeConfig
 
     model = SimpleNamespace(config=SimpleNamespace(conv_dim=[512], conv_stride=[5]), device=None)
-    monkeypatch.setattr(analyze, "free_mb", lambda model: 300.0)
+    monkeypatch.setattr(bounds, "free_mb", lambda model: 300.0)
     clip = {"audio": [0.0] * 16000 * 60, "sampling_rate": 16000, "audio_s": 60.0, "audio_path": "long.wav"}
     with pytest.raises(InputError, match=r"'long.wav': one forward pass over 60 s needs ~1,125 MB .* 270 MB free"):
-        analyze.check_audio_forward(model, TaskName.audio_classify, [clip], TopKConfig())
+        bounds.check_audio_forward(model, TaskName.audio_classify, [clip], TopKConfig())
     one_s = {**clip, "audio": [0.0] * 16000, "audio_s": 1.0}
-    analyze.check_audio_forward(model, TaskName.audio_classify, [one_s], TopKConfig())
+    bounds.check_audio_forward(model, TaskName.audio_classify, [one_s], TopKConfig())
     chunked = TranscribeConfig(chunk_length_s=10)
-    analyze.check_audio_forward(model, TaskName.transcribe, [clip], chunked)
+    bounds.check_audio_forward(model, TaskName.transcribe, [clip], chunked)

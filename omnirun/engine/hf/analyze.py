@@ -28,7 +28,7 @@ from typing import Any
 from omnirun import rundir
 from omnirun.config import GenerationConfig, TaskConfig, TaskName
 from omnirun.engine.base import Answer, Completion
-from omnirun.engine.hf.bounds import check_fits, forward_mb, free_mb
+from omnirun.engine.hf.bounds import check_audio_forward, text_tokens
 from omnirun.engine.hf.encoders import embed_items, question_answer, rerank_cross, rerank_embed
 from omnirun.engine.hf.loading import position_limit
 from omnirun.errors import InputError
@@ -141,46 +141,6 @@ def run_pipeline(
     for a, n in zip(answers, counts, strict=False):
         a.input_tokens = n
     return answers
-
-
-def text_tokens(tokenizer: Any, items: list[dict[str, Any]], limit: int | None) -> list[int]:
-    """Each item's tokens (special tokens and `text_pair` included); InputError for a text over `limit`, which
-    the model cannot take (a text whose start alone is over it is not tokenized whole: `bounds.check_fits`)."""
-    counts = []
-    for item in items:
-        text, pair = item["prompt"], item.get("text_pair")
-        check_fits(tokenizer, "the text", text, limit)
-        check_fits(tokenizer, "text_pair", pair, limit)
-        n = len(tokenizer(text, pair)["input_ids"])
-        if limit is not None and n > limit:
-            with_pair = " (with its text_pair)" if pair is not None else ""
-            raise InputError(
-                f"the text{with_pair} has {n:,} tokens, more than the model's context of {limit}; shorten it"
-            )
-        counts.append(n)
-    return counts
-
-
-def check_audio_forward(model: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig) -> None:
-    """InputError when one forward pass over the batch's audio (a whole clip; a transcribe chunk when
-    `task.chunk_length_s` cuts it) would not fit in the free memory (`bounds.forward_mb`; checked before the
-    pass allocates it)."""
-    if not items:
-        return
-    longest = max(len(item["audio"]) for item in items)
-    if task == TaskName.transcribe:
-        chunk = call_options(task, options, items[0]).get("chunk_length_s")
-        longest = min(longest, int(chunk * items[0]["sampling_rate"])) if chunk else longest
-    need = forward_mb(model.config, longest * (len(items) if task != TaskName.transcribe else 1))
-    free = free_mb(model) * media.MEMORY_HEADROOM
-    if need is not None and need > free:
-        seconds = longest / items[0]["sampling_rate"]
-        what = f"audio {media.describe(items[0].get('audio_path', '<audio>'))!r}" if len(items) == 1 else "the audio"
-        raise InputError(
-            f"{what}: one forward pass over {seconds:,.0f} s needs ~{need:,.0f} MB (the feature encoder's first "
-            f"layer: conv_dim[0] floats per conv_stride[0] samples), more than the {free:,.0f} MB free; cut it "
-            "into shorter clips, or transcribe with task.chunk_length_s"
-        )
 
 
 def pads_change_answers(model: Any, task: TaskName, items: list[dict[str, Any]]) -> bool:

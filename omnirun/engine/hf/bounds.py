@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omnirun.choices import TaskName
 from omnirun.errors import InputError
+from omnirun.inputs import media
+from omnirun.task_config import TaskConfig, TranscribeConfig, options_as
 
 CHARS_PER_TOKEN = 32
 """A generous bound on the characters a token covers: the first prefix tried holds this many per token wanted
@@ -140,3 +143,43 @@ def free_mb(model: Any) -> float:
 
         return float(torch.cuda.mem_get_info(device)[0]) / MB
     return ram_free_mb()
+
+
+def text_tokens(tokenizer: Any, items: list[dict[str, Any]], limit: int | None) -> list[int]:
+    """Each item's tokens (special tokens and `text_pair` included); InputError for a text over `limit`, which
+    the model cannot take (a text whose start alone is over it is not tokenized whole: `bounds.check_fits`)."""
+    counts = []
+    for item in items:
+        text, pair = item["prompt"], item.get("text_pair")
+        check_fits(tokenizer, "the text", text, limit)
+        check_fits(tokenizer, "text_pair", pair, limit)
+        n = len(tokenizer(text, pair)["input_ids"])
+        if limit is not None and n > limit:
+            with_pair = " (with its text_pair)" if pair is not None else ""
+            raise InputError(
+                f"the text{with_pair} has {n:,} tokens, more than the model's context of {limit}; shorten it"
+            )
+        counts.append(n)
+    return counts
+
+
+def check_audio_forward(model: Any, task: TaskName, items: list[dict[str, Any]], options: TaskConfig) -> None:
+    """InputError when one forward pass over the batch's audio (a whole clip; a transcribe chunk when
+    `task.chunk_length_s` cuts it) would not fit in the free memory (`bounds.forward_mb`; checked before the
+    pass allocates it)."""
+    if not items:
+        return
+    longest = max(len(item["audio"]) for item in items)
+    if task == TaskName.transcribe:
+        chunk = options_as(options, TranscribeConfig).chunk_length_s
+        longest = min(longest, int(chunk * items[0]["sampling_rate"])) if chunk else longest
+    need = forward_mb(model.config, longest * (len(items) if task != TaskName.transcribe else 1))
+    free = free_mb(model) * media.MEMORY_HEADROOM
+    if need is not None and need > free:
+        seconds = longest / items[0]["sampling_rate"]
+        what = f"audio {media.describe(items[0].get('audio_path', '<audio>'))!r}" if len(items) == 1 else "the audio"
+        raise InputError(
+            f"{what}: one forward pass over {seconds:,.0f} s needs ~{need:,.0f} MB (the feature encoder's first "
+            f"layer: conv_dim[0] floats per conv_stride[0] samples), more than the {free:,.0f} MB free; cut it "
+            "into shorter clips, or transcribe with task.chunk_length_s"
+        )
