@@ -98,7 +98,6 @@ class HfEngine(ConvenienceAPI):
         self._path = ""
         self._common: dict[str, Any] = {}
         self._analyzer: Any = None
-        self._size: ModelSize | None = None  # the parameter count, from the config (`estimate_size`)
 
     # ----------------------------------------------------------------------------------------------- loading
     @property
@@ -181,7 +180,6 @@ class HfEngine(ConvenienceAPI):
         assert self.source is not None and self.head is not None
         model_cls = capabilities.model_class(self.head)
         size = estimate_size(model_cls, self._config, prepare.checkpoint_dtype(self._config, self._path))
-        self._size = size
         model, plan = self._load_weights(model_cls, self._plan(size, self.source), size)
         model.eval()
         if plan.cpu_int4_decode:
@@ -205,7 +203,7 @@ class HfEngine(ConvenienceAPI):
                     plan, size, "bitsandbytes quantizes weights as they load, and random init loads none"
                 )
         try:
-            return self._weights(model_cls, plan), plan
+            return self._weights(model_cls, plan, size), plan
         except (ConfigError, ModelLoadError):
             raise
         except Exception as exc:
@@ -215,18 +213,17 @@ class HfEngine(ConvenienceAPI):
             release_memory()
             plan = self._unquantized(plan, size, f"the {plan.quantization} load failed ({first_line(str(exc))[:200]})")
         try:
-            return self._weights(model_cls, plan), plan
+            return self._weights(model_cls, plan, size), plan
         except (ConfigError, ModelLoadError):
             raise
         except Exception as exc:
             raise models.describe_load_failure(self.source, exc) from exc
 
-    def _weights(self, model_cls: Any, plan: HardwarePlan) -> Any:
+    def _weights(self, model_cls: Any, plan: HardwarePlan, size: ModelSize) -> Any:
         import torch
 
         m = self.model_config
-        if self._size is not None:  # before anything is allocated: the parameter count is known
-            refuse_oversized(m, self._size, plan)
+        refuse_oversized(m, size, plan)  # before anything is allocated: the parameter count is known
         config = copy.deepcopy(self._config)  # loading may add a quantization_config to the config it is given
         if m.init == ModelInit.random:
             extra = {"attn_implementation": m.attn_implementation} if m.attn_implementation else {}
